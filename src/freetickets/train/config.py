@@ -1,0 +1,296 @@
+"""Training configuration: one typed dataclass, YAML files, and up-front validation.
+
+Every value is checked before any work starts (names, ranges and combinations), so a run never
+fails an hour in because of a typo. YAML keys use the dataclass field names (``-`` and ``_`` are
+interchangeable); an unknown key is an error that suggests the closest valid key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from freetickets.errors import UserError
+
+METHODS = ("dense", "deep", "dst", "edst", "pf", "static")
+SPARSE_METHODS = ("dst", "edst", "pf", "static")
+ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static")
+DISTRIBUTIONS = ("erk", "er", "uniform")
+PRUNE_RULES = ("magnitude", "set")
+GROW_RULES = ("gradient", "random", "momentum")
+PRUNE_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("multistep", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+SPARSE_INITS = ("none", "rescale")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Units are in the names (``_epochs``, ``_steps``)."""
+
+    method: str = "dense"
+    model: str = "cnn1d"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "mnist1d"
+    data_dir: str | None = None
+    num_samples: int | None = None  # MNIST-1D only: samples generated (train + test)
+    seed: int = 0
+    device: str = "auto"
+
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    lr_schedule: str = "multistep"
+    lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    lr_gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+
+    # sparsity
+    sparsity: float = 0.8
+    distribution: str = "erk"
+    prune: str = "magnitude"
+    grow: str = "gradient"
+    prune_fraction: float = 0.5
+    prune_schedule: str = "constant"
+    update_interval: int | None = 1000  # optimizer steps between topology updates
+    update_end_fraction: float | None = None  # stop updates after this fraction of steps
+    sparse_init: str = "none"
+
+    # ensembles
+    members: int = 3
+    member: int | None = None  # train only this member (DST/deep/static/pf), e.g. one per GPU
+    explore_epochs: int = 0  # EDST exploration phase; refinement phases share the rest
+    jump_fraction: float = 0.8  # EDST prune-and-regrow fraction between refinement phases
+    refine_lr_factors: list = field(default_factory=lambda: [0.1, 0.01])  # × lr, halves of a phase
+    pf_lr: float = 0.001
+    pf_epochs: int = 10
+    from_run: str | None = None  # PF: a completed `deep` run providing the dense parents
+    reference_epochs: int | None = None  # dense recipe epochs for *_vs_dense (None: epochs)
+
+    # engineering
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = 1024
+    checkpoint_every_steps: int | None = None
+    check_consistency: bool = False  # DDP: compare mask checksums across ranks after updates
+    val_every_epochs: int = 1
+
+    # --------------------------------------------------------------------- helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.method in SPARSE_METHODS
+
+    @property
+    def num_members(self) -> int:
+        return 1 if self.method == "dense" else self.members
+
+    @property
+    def refine_epochs(self) -> int:
+        """Epochs per EDST refinement phase."""
+        return (self.epochs - self.explore_epochs) // self.members
+
+    def member_seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.num_members)]
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), allowed, n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise UserError(f"--{name.replace('_', '-')}: '{value}' is not one of {', '.join(allowed)}{extra}")
+
+
+def _range(name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{flag}: expected a number, got {value!r}")
+    ok_lo = value > lo if lo_open else value >= lo
+    ok_hi = value < hi if hi_open else value <= hi
+    if not (ok_lo and ok_hi):
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise UserError(f"{flag}: {value} is outside {lb}{lo}, {hi}{rb}")
+
+
+def _int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    flag = f"--{name.replace('_', '-')}"
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{flag}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise UserError(f"{flag}: must be >= {minimum}, got {value}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every field and combination; raise :class:`UserError` naming the first bad one."""
+    _choice("method", cfg.method, METHODS)
+    _choice("distribution", cfg.distribution, DISTRIBUTIONS)
+    _choice("prune", cfg.prune, PRUNE_RULES)
+    _choice("grow", cfg.grow, GROW_RULES)
+    _choice("prune_schedule", cfg.prune_schedule, PRUNE_SCHEDULES)
+    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
+    _choice("device", cfg.device, DEVICES)
+    _choice("sparse_init", cfg.sparse_init, SPARSE_INITS)
+    _choice("precision", cfg.precision, PRECISIONS)
+    if not isinstance(cfg.model, str) or not cfg.model:
+        raise UserError("--model: expected a model name (see `freetickets models`)")
+    if not isinstance(cfg.data, str) or not cfg.data:
+        raise UserError("--data: expected a data set name")
+    if not isinstance(cfg.model_kwargs, dict):
+        raise UserError("model_kwargs: expected a mapping")
+    _range("sparsity", cfg.sparsity, 0.0, 1.0, hi_open=True)
+    _range("prune_fraction", cfg.prune_fraction, 0.0, 1.0)
+    _range("jump_fraction", cfg.jump_fraction, 0.0, 1.0)
+    _range("lr", cfg.lr, 0.0, math.inf, lo_open=True, hi_open=True)
+    _range("pf_lr", cfg.pf_lr, 0.0, math.inf, lo_open=True, hi_open=True)
+    _range("momentum", cfg.momentum, 0.0, 1.0, hi_open=True)
+    _range("weight_decay", cfg.weight_decay, 0.0, math.inf, hi_open=True)
+    _range("lr_gamma", cfg.lr_gamma, 0.0, 1.0, lo_open=True)
+    _range("label_smoothing", cfg.label_smoothing, 0.0, 1.0, hi_open=True)
+    if cfg.grad_clip is not None:
+        _range("grad_clip", cfg.grad_clip, 0.0, math.inf, lo_open=True, hi_open=True)
+    if cfg.update_end_fraction is not None:
+        _range("update_end_fraction", cfg.update_end_fraction, 0.0, 1.0, lo_open=True)
+    _int("seed", cfg.seed, 0)
+    _int("epochs", cfg.epochs, 1)
+    _int("batch_size", cfg.batch_size, 1)
+    _int("eval_batch_size", cfg.eval_batch_size, 1)
+    _int("members", cfg.members, 1)
+    _int("explore_epochs", cfg.explore_epochs, 0)
+    _int("warmup_epochs", cfg.warmup_epochs, 0)
+    _int("pf_epochs", cfg.pf_epochs, 1)
+    _int("val_every_epochs", cfg.val_every_epochs, 1)
+    _int("update_interval", cfg.update_interval, 1, allow_none=True)
+    _int("checkpoint_every_steps", cfg.checkpoint_every_steps, 1, allow_none=True)
+    _int("num_samples", cfg.num_samples, 100, allow_none=True)
+    _int("reference_epochs", cfg.reference_epochs, 1, allow_none=True)
+    _int("member", cfg.member, 0, allow_none=True)
+    if not isinstance(cfg.lr_milestones, list) or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in cfg.lr_milestones
+    ):
+        raise UserError("lr_milestones: expected a list of fractions of training in (0, 1)")
+    if not isinstance(cfg.refine_lr_factors, list) or len(cfg.refine_lr_factors) != 2 or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in cfg.refine_lr_factors
+    ):
+        raise UserError("refine_lr_factors: expected two positive numbers (lr factors of the two halves)")
+    if cfg.member is not None:
+        if cfg.method in ("dense", "edst"):
+            raise UserError(f"--member: only for methods with independent members (deep, dst, pf, static), not {cfg.method}")
+        if cfg.member >= cfg.members:
+            raise UserError(f"--member: {cfg.member} is not below --members {cfg.members}")
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise UserError(f"--warmup-epochs: {cfg.warmup_epochs} must be below --epochs {cfg.epochs}")
+    if cfg.method == "edst":
+        if cfg.explore_epochs >= cfg.epochs:
+            raise UserError(
+                f"--explore-epochs: {cfg.explore_epochs} must be below --epochs {cfg.epochs} (refinement needs epochs)"
+            )
+        if cfg.refine_epochs < 1:
+            raise UserError(
+                f"--epochs: {cfg.epochs} - {cfg.explore_epochs} exploration epochs leaves fewer than one epoch "
+                f"per refinement phase for {cfg.members} members"
+            )
+        if cfg.update_interval is None and cfg.jump_fraction > 0:
+            pass  # jumps still happen between phases; DST updates off inside phases
+    if cfg.method == "static" and cfg.update_interval is not None:
+        pass  # static runs ignore update_interval by definition
+    if cfg.method == "dst" and cfg.update_interval is None:
+        raise UserError("--update-interval: dst needs a topology update interval (use --method static for fixed masks)")
+    if cfg.prune_schedule == "cosine" and cfg.is_sparse and cfg.method not in ("static", "pf"):
+        pass  # end step is derived from the run length
+    return cfg
+
+
+def _normalise_key(key: str) -> str:
+    return str(key).strip().replace("-", "_")
+
+
+def merge(cfg: TrainConfig, values: dict[str, Any], *, source: str) -> TrainConfig:
+    """Return ``cfg`` updated with ``values``; unknown keys raise with the closest valid key."""
+    names = TrainConfig.field_names()
+    updates = {}
+    for key, value in values.items():
+        k = _normalise_key(key)
+        if k == "from":
+            k = "from_run"
+        if k not in names:
+            hint = difflib.get_close_matches(k, names, n=1)
+            extra = f"; did you mean '{hint[0]}'?" if hint else ""
+            raise UserError(f"{source}: unknown key '{key}'{extra}")
+        updates[k] = value
+    out = dataclasses.replace(cfg, **updates)
+    _coerce_types(out, source)
+    return out
+
+
+def _coerce_types(cfg: TrainConfig, source: str) -> None:
+    """YAML gives ``1`` for ``1.0`` and ``1e-3`` as a string in some dialects; accept the obvious."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, f.name, float(value))
+        elif isinstance(default, float) and isinstance(value, str):
+            try:
+                setattr(cfg, f.name, float(value))
+            except ValueError:
+                raise UserError(f"{source}: '{f.name}' expects a number, got {value!r}") from None
+        elif f.name in ("grad_clip", "update_end_fraction") and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, f.name, float(value))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file (a mapping of field names to values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config: {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"--config: {path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config: {path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def resolve(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the YAML file, then explicit overrides (flags); validated."""
+    cfg = TrainConfig()
+    if config_file is not None:
+        cfg = merge(cfg, load_yaml(config_file), source=f"--config {config_file}")
+    cfg = merge(cfg, overrides, source="arguments")
+    return validate(cfg)
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

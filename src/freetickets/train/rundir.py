@@ -1,0 +1,147 @@
+"""The run directory (design §2.3): paths, manifest, config and metrics files.
+
+Results describe themselves: the manifest records what the run was (method, model, data, seeds,
+sparsity, tickets, FLOPs), so nothing ever parses a path to learn it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from freetickets import __version__
+from freetickets.errors import UserError
+from freetickets.utils.io import append_line, atomic_write_json, atomic_write_text, read_json
+
+MANIFEST_FORMAT = "freetickets-run"
+MANIFEST_VERSION = 1
+
+
+class RunDir:
+    """Paths of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def tickets(self) -> Path:
+        return self.root / "tickets"
+
+    @property
+    def parents(self) -> Path:
+        return self.root / "parents"
+
+    def ticket(self, index: int) -> Path:
+        return self.tickets / f"member_{index}.pt"
+
+    def parent(self, index: int) -> Path:
+        return self.parents / f"member_{index}.pt"
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self, *, resume: bool, overwrite: bool) -> None:
+        """Create the directory, or check that it may be resumed or overwritten."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out: {self.root} exists and is not a directory")
+        existing = self.root.is_dir() and any(self.root.iterdir())
+        if resume:
+            if not self.config.is_file():
+                raise UserError(f"--resume: {self.root} holds no run to resume (no config.yaml)")
+            return
+        if existing:
+            if not overwrite:
+                raise UserError(f"--out: {self.root} already exists; use --resume to continue it or --overwrite to replace it")
+            if not self.manifest.is_file() and not self.config.is_file():
+                raise UserError(f"--overwrite: {self.root} is not a freetickets run directory; refusing to delete it")
+            for child in self.root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.tickets.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out: cannot create {self.root}: {exc.strerror}") from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest, manifest)
+
+    def read_manifest(self) -> dict[str, Any]:
+        m = read_json(self.manifest)
+        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+            raise UserError(f"{self.manifest}: not a freetickets run manifest")
+        return m
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.config, text)
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        append_line(self.metrics, json.dumps(row, sort_keys=False))
+
+
+def load_complete_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a completed run, or a one-line :class:`UserError`."""
+    rd = RunDir(run_dir)
+    if not rd.root.is_dir():
+        raise UserError(f"{rd.root}: run directory not found")
+    if not rd.manifest.is_file():
+        raise UserError(f"{rd.root}: not a freetickets run directory (no manifest.json)")
+    m = rd.read_manifest()
+    if m.get("status") != "complete":
+        raise UserError(f"{rd.root}: the run is not complete (status '{m.get('status')}'); finish it with `freetickets train --resume --out {rd.root}`")
+    return m
+
+
+def git_revision() -> str | None:
+    """The git revision of the installed source tree, if it is a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rev = out.stdout.strip()
+    return rev if out.returncode == 0 and rev else None
+
+
+def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...], normalization=None) -> dict[str, Any]:
+    method = cfg_dict["method"]
+    members = 1 if method == "dense" else cfg_dict["members"]
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "method": method,
+        "status": "running",
+        "model": cfg_dict["model"],
+        "model_kwargs": cfg_dict.get("model_kwargs") or {},
+        "data": cfg_dict["data"],
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "normalization": normalization,
+        "members": members,
+        "seeds": [cfg_dict["seed"] + k for k in range(members)],
+        "sparsity": cfg_dict["sparsity"] if method in ("dst", "edst", "pf", "static") else 0.0,
+        "package_version": __version__,
+        "git_revision": git_revision(),
+        "tickets": [],
+        "flops": {},
+    }

@@ -1,0 +1,515 @@
+"""The training loop shared by every method.
+
+A run is a list of *jobs* (:class:`Job`): one per member for dense, deep, DST and static runs;
+a single job that yields M tickets for EDST; a dense parent job plus a fine-tuning job per member
+for PF. Each job follows an epoch plan (:mod:`freetickets.train.schedules`). The loop checkpoints
+atomically after every epoch (and optionally every N steps), so a run killed anywhere resumes
+exactly: data order and augmentation are functions of (seed, epoch, batch), and every other
+source of randomness (torch RNG, the engine's generator) is saved.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from freetickets.errors import NonFiniteError, UserError
+from freetickets.train.config import TrainConfig, to_yaml, validate
+from freetickets.train.distributed import DistInfo, barrier, init_distributed, shard_batch
+from freetickets.train.rundir import RunDir, new_manifest
+from freetickets.train.schedules import EpochSpec, edst_plan, finetune_plan, standard_plan, warmup_factor
+from freetickets.utils.io import atomic_torch_save, safe_torch_load
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "freetickets-checkpoint"
+
+
+@dataclass
+class Job:
+    """One stretch of training with one model, optimizer and engine."""
+
+    kind: str  # "train" (dense/deep/dst/static/edst), "parent" (PF dense parent), "finetune" (PF)
+    member: int
+    seed: int
+    plan: list[EpochSpec]
+    sparse: str | None  # None (dense), "dst" (updates), "static" (fixed random), "pf" (fixed, pruned)
+    tickets: str  # "best" (one ticket: best validation epoch) or "phase" (EDST: one per refinement phase)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def plan_jobs(cfg: TrainConfig) -> list[Job]:
+    members = [cfg.member] if cfg.member is not None else list(range(cfg.num_members))
+    if cfg.method == "edst":
+        return [Job("train", 0, cfg.seed, edst_plan(cfg), "dst", "phase")]
+    if cfg.method == "pf":
+        jobs = []
+        for k in members:
+            if cfg.from_run is None:
+                jobs.append(Job("parent", k, cfg.seed + k, standard_plan(cfg), None, "best"))
+            jobs.append(Job("finetune", k, cfg.seed + k, finetune_plan(cfg), "pf", "best"))
+        return jobs
+    sparse = {"dense": None, "deep": None, "dst": "dst", "static": "static"}[cfg.method]
+    return [Job("train", k, cfg.seed + k, standard_plan(cfg), sparse, "best") for k in members]
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                   normalize: Callable | None, device: torch.device, autocast=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on a tensor split."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = x.shape[0]
+    for i in range(0, n, batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        if normalize is not None:
+            xb = normalize(xb)
+        with autocast() if autocast else contextlib.nullcontext():
+            logits = model(xb)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+@dataclass
+class RunContext:
+    cfg: TrainConfig
+    run: RunDir
+    device: torch.device
+    dist: DistInfo
+    data: Any
+    layer_flops: Any
+    progress: bool
+    callback: Callable[[dict], None] | None = None
+    model_factory: Callable[[], nn.Module] | None = None
+    state: dict = field(default_factory=dict)  # completed tickets, totals
+
+
+class Trainer:
+    """Runs the jobs of one run directory; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool = False, callback: Callable[[dict], None] | None = None):
+        self.cfg = validate(cfg)
+        self.run = RunDir(out_dir)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = progress
+        self.callback = callback
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> RunContext:
+        from freetickets.data import load_data
+        from freetickets.flops import dense_layer_flops
+        from freetickets.models import create_model
+
+        cfg = self.cfg
+        device = resolve_device(cfg.device)
+        dist_info = init_distributed(device)
+        if dist_info.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist_info.local_rank)
+        if dist_info.is_main:
+            self.run.prepare(resume=self.resume, overwrite=self.overwrite)
+        barrier(dist_info)
+        data = load_data(cfg.data, cfg.data_dir, num_samples=cfg.num_samples, seed=0, device=device)
+        factory = lambda: create_model(cfg.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape),
+                                       **cfg.model_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            probe = factory()
+        layer_flops = dense_layer_flops(probe, tuple(data.input_shape))
+        del probe
+        ctx = RunContext(cfg, self.run, device, dist_info, data, layer_flops, self.progress and dist_info.is_main,
+                         self.callback, factory)
+        if cfg.method == "pf" and cfg.from_run is not None:
+            self._check_pf_parents(ctx)
+        return ctx
+
+    def _check_pf_parents(self, ctx: RunContext) -> None:
+        from freetickets.train.rundir import load_complete_manifest
+
+        m = load_complete_manifest(self.cfg.from_run)
+        if m.get("method") not in ("deep", "dense"):
+            raise UserError(f"--from: {self.cfg.from_run} is a '{m.get('method')}' run; PF needs dense parents (a deep or dense run)")
+        if m.get("model") != self.cfg.model or m.get("data") != self.cfg.data:
+            raise UserError(f"--from: {self.cfg.from_run} trained {m.get('model')} on {m.get('data')}, not {self.cfg.model} on {self.cfg.data}")
+        needed = [self.cfg.member] if self.cfg.member is not None else list(range(self.cfg.members))
+        if len(m["tickets"]) < max(needed) + 1:
+            raise UserError(f"--from: {self.cfg.from_run} has {len(m['tickets'])} dense models; --members {self.cfg.members} needs more")
+        ctx.state["pf_parent_manifest"] = m
+
+    # ------------------------------------------------------------------ main
+    def fit(self) -> dict[str, Any]:
+        """Train (or resume) the whole run; return the final manifest."""
+        ctx = self._setup()
+        cfg, run = self.cfg, self.run
+        ckpt = None
+        if self.resume:
+            ckpt = self._load_checkpoint(ctx)
+        if ckpt is None:
+            manifest = new_manifest(cfg.to_dict(), num_classes=ctx.data.num_classes,
+                                    input_shape=tuple(ctx.data.input_shape),
+                                    normalization=getattr(ctx.data, "normalization", None))
+            ctx.state = {"job_index": 0, "tickets": [], "train_flops_total": 0.0, "parents": {},
+                         "pf_parent_manifest": ctx.state.get("pf_parent_manifest")}
+            if ctx.dist.is_main:
+                run.write_config(to_yaml(cfg))
+                run.write_manifest(manifest)
+        else:
+            manifest = run.read_manifest()
+            if manifest.get("status") == "complete":
+                log.info("run %s is already complete", run.root)
+                return manifest
+            pf = ctx.state.get("pf_parent_manifest")
+            ctx.state = ckpt["run_state"]
+            ctx.state["pf_parent_manifest"] = pf
+        jobs = plan_jobs(cfg)
+        for index, job in enumerate(jobs):
+            if index < ctx.state["job_index"]:
+                continue
+            job_ckpt = ckpt["job_state"] if (ckpt is not None and ckpt["run_state"]["job_index"] == index
+                                            and ckpt.get("job_state") is not None) else None
+            self._run_job(ctx, job, index, job_ckpt)
+            ckpt = None
+            ctx.state["job_index"] = index + 1
+            self._save_checkpoint(ctx, None)
+            if ctx.dist.is_main:
+                manifest = self._manifest_update(ctx, manifest, complete=False)
+        manifest = self._manifest_update(ctx, manifest, complete=True)
+        barrier(ctx.dist)
+        return manifest
+
+    # ------------------------------------------------------------------ manifest
+    def _manifest_update(self, ctx: RunContext, manifest: dict, *, complete: bool) -> dict:
+        from freetickets.flops import forward_flops
+
+        cfg = self.cfg
+        tickets = sorted(ctx.state["tickets"], key=lambda t: t["member"])
+        lf = ctx.layer_flops
+        n_train = int(ctx.data.train.x.shape[0]) if hasattr(ctx.data.train, "x") else None
+        ref_epochs = cfg.reference_epochs or cfg.epochs
+        dense_fwd = float(lf.total)
+        manifest["tickets"] = tickets
+        manifest["members"] = len(tickets) if complete else manifest["members"]
+        manifest["flops"] = {
+            "train_total": ctx.state["train_flops_total"],
+            "dense_train_reference": 3.0 * dense_fwd * n_train * ref_epochs if n_train else None,
+            "dense_reference_epochs": ref_epochs,
+            "inference_per_sample": sum(forward_flops(lf, t.get("densities") or {}) for t in tickets),
+            "dense_inference_per_sample": dense_fwd,
+        }
+        manifest["status"] = "complete" if complete else "running"
+        if ctx.dist.is_main:
+            self.run.write_manifest(manifest)
+        return manifest
+
+    # ------------------------------------------------------------------ checkpoint
+    def _save_checkpoint(self, ctx: RunContext, job_state: dict | None) -> None:
+        if not ctx.dist.is_main:
+            return
+        state = {k: v for k, v in ctx.state.items() if k != "pf_parent_manifest"}
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": self.cfg.to_dict(),
+                           "run_state": state, "job_state": job_state}, self.run.checkpoint)
+
+    def _load_checkpoint(self, ctx: RunContext) -> dict | None:
+        if not self.run.checkpoint.is_file():
+            if self.run.manifest.is_file() and self.run.read_manifest().get("status") == "complete":
+                return {"run_state": {"job_index": 10**9, "tickets": [], "train_flops_total": 0.0}, "job_state": None}
+            return None
+        ckpt = safe_torch_load(self.run.checkpoint, map_location="cpu")
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{self.run.checkpoint}: not a freetickets checkpoint")
+        saved = ckpt.get("config", {})
+        for key, value in self.cfg.to_dict().items():
+            if key in ("device", "data_dir", "checkpoint_every_steps", "compile"):
+                continue
+            if key in saved and saved[key] != value:
+                raise UserError(f"--resume: '{key}' differs from the saved run ({saved[key]!r} there, {value!r} now)")
+        return ckpt
+
+    # ------------------------------------------------------------------ one job
+    def _build(self, ctx: RunContext, job: Job):
+        from freetickets.sparse import SparseEngine, global_magnitude_masks
+
+        cfg = self.cfg
+        torch.manual_seed(job.seed)
+        model = ctx.model_factory().to(ctx.device)
+        if cfg.channels_last and ctx.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(cfg, model, job.plan[0].lr)
+        engine = None
+        if job.sparse is not None:
+            steps_per_epoch = self._steps_per_epoch(ctx)
+            total_steps = steps_per_epoch * len(job.plan)
+            end_step = None
+            if cfg.update_end_fraction is not None:
+                end_step = max(1, int(cfg.update_end_fraction * total_steps))
+            elif cfg.prune_schedule == "cosine":
+                end_step = total_steps
+            masks = None
+            interval = cfg.update_interval
+            if job.sparse == "static":
+                interval = None
+            if job.sparse == "pf":
+                interval = None
+                self._load_parent(ctx, job, model)
+                masks = global_magnitude_masks(model, cfg.sparsity)
+            engine = SparseEngine(model, optimizer, sparsity=cfg.sparsity, distribution=cfg.distribution,
+                                  prune=cfg.prune, grow=cfg.grow, prune_fraction=cfg.prune_fraction,
+                                  prune_schedule=cfg.prune_schedule, update_interval=interval, end_step=end_step,
+                                  seed=job.seed, sparse_init="none" if job.sparse == "pf" else cfg.sparse_init,
+                                  masks=masks, check_consistency=cfg.check_consistency and ctx.dist.enabled)
+        train_model = model
+        if ctx.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            train_model = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        if cfg.compile:
+            train_model = torch.compile(train_model)
+        return model, train_model, optimizer, engine
+
+    def _load_parent(self, ctx: RunContext, job: Job, model: nn.Module) -> None:
+        from freetickets.ensembles.tickets import load_ticket, ticket_to_model
+
+        if self.cfg.from_run is not None:
+            m = ctx.state["pf_parent_manifest"]
+            path = Path(self.cfg.from_run) / m["tickets"][job.member]["file"]
+        else:
+            path = self.run.parent(job.member)
+        ticket_to_model(load_ticket(path), model)
+
+    def _steps_per_epoch(self, ctx: RunContext) -> int:
+        n = int(ctx.data.train.x.shape[0])
+        return math.ceil(n / self.cfg.batch_size)
+
+    def _autocast(self, ctx: RunContext):
+        if self.cfg.precision == "bf16":
+            return lambda: torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)
+        return None
+
+    def _run_job(self, ctx: RunContext, job: Job, job_index: int, job_ckpt: dict | None) -> None:
+        from freetickets.data import BatchIterator
+        from freetickets.ensembles.tickets import save_ticket
+        from freetickets.flops import TrainFlopsMeter
+
+        cfg, data, run = self.cfg, ctx.data, self.run
+        model, train_model, optimizer, engine = self._build(ctx, job)
+        flops = TrainFlopsMeter(ctx.layer_flops)
+        autocast = self._autocast(ctx)
+        steps_per_epoch = self._steps_per_epoch(ctx)
+        warmup_steps = cfg.warmup_epochs * steps_per_epoch if job.kind != "finetune" else 0
+        start_epoch, start_batch, global_step = 0, 0, 0
+        best: dict | None = None  # {"val_accuracy", "epoch"} of the ticket file currently on disk
+        sums = {"loss": 0.0, "correct": 0, "seen": 0}
+        if job_ckpt is not None:
+            model.load_state_dict(job_ckpt["model"])
+            optimizer.load_state_dict(job_ckpt["optimizer"])
+            if engine is not None:
+                engine.load_state_dict(job_ckpt["engine"])
+            flops.load_state_dict(job_ckpt["flops"])
+            torch.set_rng_state(job_ckpt["torch_rng"])
+            if torch.cuda.is_available() and job_ckpt.get("cuda_rng") is not None and ctx.device.type == "cuda":
+                torch.cuda.set_rng_state_all(job_ckpt["cuda_rng"])
+            start_epoch, start_batch = job_ckpt["epoch"], job_ckpt["batch"]
+            global_step = job_ckpt["global_step"]
+            best = job_ckpt["best"]
+            sums = job_ckpt["sums"]
+        grad_growth = engine is not None and cfg.grow == "gradient"
+        densities = engine.densities() if engine is not None else {}
+        topo = engine.topology_version if engine is not None else 0
+
+        def job_state(epoch: int, batch: int) -> dict:
+            return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "engine": engine.state_dict() if engine is not None else None,
+                    "flops": flops.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else None,
+                    "epoch": epoch, "batch": batch, "global_step": global_step, "best": best, "sums": sums}
+
+        ticket_index = lambda spec: spec.phase_index if job.tickets == "phase" else job.member
+        ticket_path = lambda spec: (run.parent(job.member) if job.kind == "parent" else run.ticket(ticket_index(spec)))
+
+        pbar = None
+        for spec in job.plan[start_epoch:]:
+            t0 = time.time()
+            model.train()
+            it = BatchIterator(data.train, cfg.batch_size, shuffle=True, seed=job.seed, epoch=spec.epoch,
+                               augment=data.augment, normalize=data.normalize,
+                               start_batch=start_batch if spec.epoch == start_epoch else 0)
+            if ctx.progress:
+                from tqdm import tqdm
+
+                pbar = tqdm(total=len(it), initial=start_batch if spec.epoch == start_epoch else 0, leave=False,
+                            desc=self._desc(job, spec), unit="batch", dynamic_ncols=True)
+            first_batch = start_batch if spec.epoch == start_epoch else 0
+            for b, (x, y) in enumerate(it, start=first_batch):
+                global_batch = x.shape[0]
+                x, y = shard_batch(x, y, ctx.dist)
+                lr = spec.lr * warmup_factor(global_step, warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if cfg.channels_last and x.dim() == 4 and ctx.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast() if autocast else contextlib.nullcontext():
+                    logits = train_model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise NonFiniteError(
+                        f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {global_step}, member {job.member}"
+                        f" ({job.kind}); the last good checkpoint is kept in {run.checkpoint}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                dense_grad = False
+                if engine is not None:
+                    engine.step()
+                    dense_grad = grad_growth and engine.last_step_was_update
+                    if engine.topology_version != topo:
+                        densities, topo = engine.densities(), engine.topology_version
+                flops.step(global_batch, densities, dense_grad_step=dense_grad)
+                global_step += 1
+                sums["loss"] += loss_value * y.shape[0]
+                sums["correct"] += int((logits.detach().argmax(1) == y).sum())
+                sums["seen"] += int(y.shape[0])
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{sums['loss'] / max(sums['seen'], 1):.3f}", lr=f"{lr:.3g}", refresh=False)
+                if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 and b + 1 < len(it):
+                    self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
+            if pbar is not None:
+                pbar.close()
+                pbar = None
+            # ---- end of epoch: validation, selection, tickets, EDST jumps
+            for name, p in model.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise NonFiniteError(f"non-finite weight '{name}' after epoch {spec.epoch}, member {job.member}; "
+                                         f"the last good checkpoint is kept in {run.checkpoint}")
+            val_loss, val_acc = evaluate_split(model, data.val.x, data.val.y, cfg.eval_batch_size, data.normalize,
+                                               ctx.device, autocast)
+            takes_tickets = not (job.tickets == "phase" and spec.phase == "explore")
+            improved = False
+            if takes_tickets and (best is None or val_acc > best["val_accuracy"]):
+                improved = True
+                best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
+                if ctx.dist.is_main:
+                    save_ticket(ticket_path(spec), model, engine.masks if engine is not None else {},
+                                {"member": ticket_index(spec), "seed": job.seed, "phase": spec.phase,
+                                 "phase_index": spec.phase_index, "epoch": spec.epoch, "val_accuracy": val_acc})
+            stats = engine.stats() if engine is not None else None
+            row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
+                   "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
+                   "train_loss": sums["loss"] / max(sums["seen"], 1),
+                   "train_accuracy": sums["correct"] / max(sums["seen"], 1),
+                   "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
+                   "sparsity": stats["sparsity"] if stats else 0.0,
+                   "explored_fraction": stats.get("explored_fraction") if stats else None,
+                   "train_flops": flops.total, "step": global_step, "time_s": round(time.time() - t0, 3)}
+            sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            if ctx.dist.is_main:
+                run.log_metrics(row)
+            log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
+                     self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
+                     row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
+            if ctx.callback is not None:
+                ctx.callback(row)
+            if spec.phase_end and job.tickets == "phase" and spec.phase == "refine":
+                self._record_ticket(ctx, job, spec.phase_index, best, flops.total, run.ticket(spec.phase_index))
+                best = None
+                if spec.phase_index < cfg.members - 1:
+                    engine.update_topology(cfg.jump_fraction)  # the EDST jump to a new subnetwork
+                    densities, topo = engine.densities(), engine.topology_version
+            start_batch = 0
+            if spec.epoch + 1 < len(job.plan):
+                self._save_checkpoint(ctx, job_state(spec.epoch + 1, 0))
+        # ---- end of job
+        if job.tickets == "best":
+            path = ticket_path(job.plan[-1])
+            if job.kind == "parent":
+                ctx.state["parents"][str(job.member)] = {"train_flops": flops.total, **(best or {})}
+            else:
+                parent_flops = self._parent_flops(ctx, job)
+                self._record_ticket(ctx, job, job.member, best, flops.total + parent_flops, path)
+        ctx.state["train_flops_total"] += flops.total
+        if job.kind == "finetune" and self.cfg.from_run is not None:
+            ctx.state["train_flops_total"] += self._parent_flops(ctx, job)
+
+    def _parent_flops(self, ctx: RunContext, job: Job) -> float:
+        if job.kind != "finetune":
+            return 0.0
+        if self.cfg.from_run is None:
+            return float(ctx.state["parents"].get(str(job.member), {}).get("train_flops", 0.0))
+        m = ctx.state["pf_parent_manifest"]
+        return float(m["tickets"][job.member].get("train_flops", 0.0))
+
+    def _record_ticket(self, ctx: RunContext, job: Job, index: int, best: dict | None, train_flops: float,
+                       path: Path) -> None:
+        from freetickets.ensembles.tickets import load_ticket
+
+        if best is None:
+            raise RuntimeError("no validation result recorded for a ticket")
+        masks = load_ticket(path).masks if ctx.dist.is_main or path.is_file() else {}
+        densities = {name: float(m.float().mean()) for name, m in masks.items()}
+        total = sum(m.numel() for m in masks.values())
+        active = sum(int(m.sum()) for m in masks.values())
+        entry = {"file": str(path.relative_to(self.run.root)), "member": index, "seed": job.seed,
+                 "phase": job.plan[0].phase if job.tickets == "best" else "refine",
+                 "phase_index": index if job.tickets == "phase" else 0,
+                 "epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
+                 "sparsity": (1.0 - active / total) if total else 0.0, "train_flops": train_flops,
+                 "densities": densities}
+        ctx.state["tickets"] = [t for t in ctx.state["tickets"] if t["member"] != index] + [entry]
+
+    @staticmethod
+    def _desc(job: Job, spec: EpochSpec) -> str:
+        if spec.phase == "refine":
+            return f"refine {spec.phase_index + 1}"
+        if job.kind == "parent":
+            return f"parent {job.member}"
+        return f"{spec.phase} {job.member}" if spec.phase != "train" else f"member {job.member}"
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = False, callback: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train a run directory for ``cfg``; return its manifest. See :class:`Trainer`."""
+    return Trainer(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, callback=callback).fit()

@@ -1,0 +1,83 @@
+"""Learning-rate plans: pure functions of (epoch, step), no hidden counters.
+
+A run is a list of :class:`EpochSpec` (one per epoch) that names the phase each epoch belongs to
+and its learning rate; the training loop only reads it. Warm-up is per optimizer step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from freetickets.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class EpochSpec:
+    epoch: int  # index within the job
+    phase: str  # "train", "explore", "refine", "finetune"
+    phase_index: int  # EDST refinement phase m (0-based); 0 elsewhere
+    lr: float
+    phase_start: bool  # first epoch of a phase
+    phase_end: bool  # last epoch of a phase (EDST tickets are taken here)
+
+
+def multistep_lr(base_lr: float, epoch: int, epochs: int, milestones: list[float], gamma: float) -> float:
+    """``base_lr × gamma^k`` where k counts milestones (fractions of ``epochs``) already passed.
+
+    Milestone epochs are ``int(f × epochs)``: with 250 epochs and (0.5, 0.75) that is 125 and 187,
+    the released code's schedule.
+    """
+    passed = sum(1 for f in milestones if epoch >= int(f * epochs))
+    return base_lr * gamma**passed
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def standard_plan(cfg: TrainConfig, epochs: int | None = None) -> list[EpochSpec]:
+    """Plan for dense, deep, dst and static members: one phase, ``cfg.lr_schedule``."""
+    epochs = cfg.epochs if epochs is None else epochs
+    out = []
+    for e in range(epochs):
+        if cfg.lr_schedule == "multistep":
+            lr = multistep_lr(cfg.lr, e, epochs, cfg.lr_milestones, cfg.lr_gamma)
+        elif cfg.lr_schedule == "cosine":
+            lr = cosine_lr(cfg.lr, e, epochs)
+        else:
+            lr = cfg.lr
+        out.append(EpochSpec(e, "train", 0, lr, e == 0, e == epochs - 1))
+    return out
+
+
+def edst_plan(cfg: TrainConfig) -> list[EpochSpec]:
+    """EDST: ``explore_epochs`` at constant lr, then ``members`` refinement phases.
+
+    Each refinement phase runs at ``lr × refine_lr_factors[0]`` for its first half and
+    ``lr × refine_lr_factors[1]`` from its midpoint (paper: 0.01 then 0.001 with lr 0.1). Epochs
+    left over by the integer division go to the last phase.
+    """
+    out = []
+    for e in range(cfg.explore_epochs):
+        out.append(EpochSpec(e, "explore", 0, cfg.lr, e == 0, e == cfg.explore_epochs - 1))
+    R = cfg.refine_epochs
+    start = cfg.explore_epochs
+    for m in range(cfg.members):
+        length = R if m < cfg.members - 1 else cfg.epochs - start
+        for i in range(length):
+            factor = cfg.refine_lr_factors[0] if i < length / 2 else cfg.refine_lr_factors[1]
+            out.append(EpochSpec(start + i, "refine", m, cfg.lr * factor, i == 0, i == length - 1))
+        start += length
+    return out
+
+
+def finetune_plan(cfg: TrainConfig) -> list[EpochSpec]:
+    """PF fine-tuning: ``pf_epochs`` at the constant ``pf_lr`` (paper: 0.001)."""
+    return [EpochSpec(e, "finetune", 0, cfg.pf_lr, e == 0, e == cfg.pf_epochs - 1) for e in range(cfg.pf_epochs)]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up from 1/warmup_steps to 1 over the first ``warmup_steps`` optimizer steps."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return (step + 1) / warmup_steps
