@@ -1,0 +1,292 @@
+"""The command line: argument parsing only (design §7: the one place that touches argv).
+
+Every user mistake ends as one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import yaml
+
+from freetickets import __version__
+from freetickets.errors import NonFiniteError, UserError
+
+log = logging.getLogger("freetickets.cli")
+
+EXIT_USER = 2
+EXIT_NONFINITE = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (with a pointer to --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _out(text: str = "") -> None:
+    if _is_main_rank():
+        print(text, flush=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("freetickets")
+    root.handlers[:] = [handler]
+    root.setLevel(level if _is_main_rank() else logging.WARNING)
+    root.propagate = False
+
+
+# ---------------------------------------------------------------------------- train
+_TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--model", dict(help="model name from the registry (see `freetickets models`); default cnn1d")),
+    ("--data", dict(help="data set: mnist1d (default, generated offline), cifar10, cifar100, imagenet")),
+    ("--data-dir", dict(help="directory holding the data set files (CIFAR, SVHN, CIFAR-C, ImageNet)")),
+    ("--num-samples", dict(type=int, help="MNIST-1D: number of samples to generate (train + test)")),
+    ("--sparsity", dict(type=float, help="fraction of zero weights in the sparse layers, in [0, 1); default 0.8")),
+    ("--members", dict(type=int, help="ensemble size M; default 3")),
+    ("--epochs", dict(type=int, help="training epochs (EDST: total = exploration + M refinement phases)")),
+    ("--explore-epochs", dict(type=int, help="EDST exploration epochs at the constant high lr")),
+    ("--jump-fraction", dict(type=float, help="EDST prune-and-regrow fraction between refinement phases; default 0.8")),
+    ("--distribution", dict(help="layer-wise density distribution: erk (default), er, uniform")),
+    ("--prune", dict(help="prune rule: magnitude (default) or set")),
+    ("--grow", dict(help="grow rule: gradient (RigL, default), random (SET), momentum (SNFS)")),
+    ("--prune-fraction", dict(type=float, help="fraction p of active weights replaced per update; default 0.5")),
+    ("--prune-schedule", dict(help="constant (default) or cosine (decays p to 0 at the end)")),
+    ("--update-interval", dict(help="optimizer steps between topology updates (ΔT), or 'none'; default 1000")),
+    ("--lr", dict(type=float, help="base learning rate; default 0.1")),
+    ("--batch-size", dict(type=int, help="global batch size; default 128")),
+    ("--optimizer", dict(help="sgd (default), adam, adamw")),
+    ("--weight-decay", dict(type=float, help="weight decay; default 5e-4")),
+    ("--seed", dict(type=int, help="base seed; member k uses seed + k")),
+    ("--device", dict(help="auto (CUDA when present), cpu, cuda")),
+    ("--precision", dict(help="fp32 (default) or bf16 (autocast on CUDA)")),
+    ("--pf-epochs", dict(type=int, help="PF fine-tuning epochs; default 10")),
+    ("--pf-lr", dict(type=float, help="PF fine-tuning learning rate; default 0.001")),
+    ("--sparse-init", dict(help="none (default) or rescale (weights × 1/sqrt(density))")),
+    ("--reference-epochs", dict(type=int, help="epochs of the dense recipe that *_vs_dense compares with")),
+    ("--checkpoint-every-steps", dict(type=int, help="also checkpoint every N optimizer steps")),
+    ("--from", dict(dest="from_run", metavar="RUN_DIR", help="pf: a completed deep run providing the dense parents")),
+    ("--member", dict(type=int, help="train only member K (deep, dst, pf, static), e.g. one process per GPU")),
+]
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one method into a run directory",
+                       description="Train dense, deep, dst, edst, pf or static into RUN_DIR. --config gives "
+                                   "defaults, flags override them; the resolved config is saved in RUN_DIR/config.yaml. "
+                                   "Distributed: torchrun --nproc_per_node=K -m freetickets train ...")
+    p.add_argument("--method", choices=["dense", "deep", "dst", "edst", "pf", "static"], default=argparse.SUPPRESS,
+                   help="training method")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of configuration keys (see configs/)")
+    for flag, kw in _TRAIN_FLAGS:
+        p.add_argument(flag, default=argparse.SUPPRESS, **kw)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any configuration key (YAML value), e.g. --set lr_schedule=cosine")
+    p.add_argument("--channels-last", action="store_true", default=argparse.SUPPRESS, help="channels_last memory format (CUDA)")
+    p.add_argument("--compile", action="store_true", default=argparse.SUPPRESS, help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command", "out", "config", "set", "resume", "overwrite", "verbose"}
+    values = {k: v for k, v in vars(args).items() if k not in skip}
+    if "update_interval" in values:
+        raw = str(values["update_interval"]).strip().lower()
+        if raw in ("none", "null", "off"):
+            values["update_interval"] = None
+        else:
+            try:
+                values["update_interval"] = int(raw)
+            except ValueError:
+                raise UserError(f"--update-interval: expected a positive integer or 'none', got '{raw}'") from None
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set: expected KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"--set: cannot parse the value of '{key}'") from None
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from freetickets.train import train
+    from freetickets.train.config import load_yaml, merge, resolve, validate, TrainConfig
+    from freetickets.train.rundir import RunDir
+
+    overrides = _train_overrides(args)
+    if args.resume and RunDir(args.out).config.is_file():
+        saved = merge(TrainConfig(), load_yaml(RunDir(args.out).config), source=f"{RunDir(args.out).config}")
+        cfg = validate(merge(saved, overrides, source="arguments"))
+    else:
+        if "method" not in overrides and args.config is None:
+            raise UserError("freetickets train: --method is required (dense, deep, dst, edst, pf, static)")
+        cfg = resolve(args.config, overrides)
+    progress = sys.stderr.isatty()
+    manifest = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    tickets = manifest.get("tickets", [])
+    _out(f"{cfg.method}: {len(tickets)} ticket(s) in {args.out}")
+    for t in tickets:
+        _out(f"  member {t['member']}: val accuracy {t['val_accuracy']:.4f} (epoch {t['epoch']}, "
+             f"sparsity {t['sparsity']:.3f})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- other commands
+def cmd_models(args: argparse.Namespace) -> int:
+    from freetickets.models.registry import describe_models
+
+    for name, text in describe_models():
+        _out(f"{name:<12} {text}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from freetickets.evaluation import evaluate_run, format_evaluation
+
+    result = evaluate_run(args.run_dir, data_dir=args.data_dir, ood=args.ood, corruptions=args.corruptions,
+                          device=args.device)
+    _out(json.dumps(result) if args.json else format_evaluation(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from freetickets.evaluation import report_runs
+
+    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device)
+    _out(f"report written to {path}")
+    return 0
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from freetickets.evaluation import flops_table
+
+    _out(flops_table(model=args.model, data=args.data, sparsity=args.sparsity, method=args.method,
+                     members=args.members, epochs=args.epochs, explore_epochs=args.explore_epochs,
+                     batch_size=args.batch_size, num_samples=args.num_samples, distribution=args.distribution,
+                     update_interval=args.update_interval, train_size=args.train_size))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from freetickets.ensembles.predict import predict_file
+
+    path = predict_file(args.run_dir, args.input, args.output, device=args.device)
+    _out(f"predictions written to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from freetickets.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seeds=args.seeds, progress=sys.stderr.isatty(), print_fn=_out,
+             device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="freetickets", description="Sparse ensembles with dynamic sparse training (FreeTickets).")
+    p.add_argument("--version", action="version", version=f"freetickets {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="train and evaluate every method on MNIST-1D; write a report")
+    d.add_argument("--out", default="demo_out", metavar="DIR", help="output directory (default demo_out)")
+    d.add_argument("--quick", action="store_true", help="smoke run of every method in about a minute")
+    d.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat over N seeds (mean ± std)")
+    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.add_argument("-v", "--verbose", action="store_true")
+
+    _add_train(sub)
+
+    e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, OoD, corruptions, cost)")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--data-dir", help="directory with the data set files (CIFAR, SVHN, CIFAR-C)")
+    e.add_argument("--ood", nargs="*", default=None, metavar="NAME", help="OoD sets (default: all for the data set)")
+    e.add_argument("--corruptions", default="builtin", metavar="{builtin,DIR,none}",
+                   help="corruption source: builtin (MNIST-1D-C), a CIFAR-C directory, or none")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("-v", "--verbose", action="store_true")
+
+    r = sub.add_parser("report", help="Markdown report with plots comparing run directories")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--data-dir")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("-v", "--verbose", action="store_true")
+
+    f = sub.add_parser("flops", help="training and inference FLOPs of a model/method without training")
+    f.add_argument("--model", required=True)
+    f.add_argument("--data", default="mnist1d")
+    f.add_argument("--sparsity", type=float, default=0.8)
+    f.add_argument("--method", default="dst", choices=["dense", "deep", "dst", "edst", "pf", "static"])
+    f.add_argument("--members", type=int, default=3)
+    f.add_argument("--epochs", type=int, default=250)
+    f.add_argument("--explore-epochs", type=int, default=0)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--num-samples", type=int, default=None)
+    f.add_argument("--train-size", type=int, default=None, help="training examples per epoch (default: the data set's)")
+    f.add_argument("--distribution", default="erk", choices=["erk", "er", "uniform"])
+    f.add_argument("--update-interval", type=int, default=1000)
+    f.add_argument("-v", "--verbose", action="store_true")
+
+    pr = sub.add_parser("predict", help="class probabilities and uncertainty for a .npy array of inputs")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("--input", required=True, metavar="FILE.npy")
+    pr.add_argument("--output", metavar="FILE", help=".npz (default) or .csv")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pr.add_argument("-v", "--verbose", action="store_true")
+
+    m = sub.add_parser("models", help="list the model registry")
+    m.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+            "flops": cmd_flops, "predict": cmd_predict, "models": cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USER
+        _setup_logging(getattr(args, "verbose", False))
+        return COMMANDS[args.command](args)
+    except NonFiniteError as exc:
+        print(f"freetickets: error: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError)) and exc.filename:
+            msg = f"{exc.filename}: {exc.strerror}"
+        print(f"freetickets: error: {msg}", file=sys.stderr)
+        return EXIT_USER
+    except OSError as exc:
+        print(f"freetickets: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("freetickets: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
