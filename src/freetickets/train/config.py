@@ -263,11 +263,32 @@ def _coerce_types(cfg: TrainConfig, source: str) -> None:
             setattr(cfg, f.name, float(value))
 
 
+def preset_dir() -> Path:
+    """The presets shipped with the package (``configs/`` in the repository links here)."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped preset (e.g. ``mnist1d_edst``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = preset_dir() / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if not p.parent.parts or p.parent == Path("configs") or not p.exists():
+        if preset.is_file():
+            return preset
+    hint = difflib.get_close_matches(p.stem, list_presets(), n=1)
+    extra = f"; did you mean the preset '{hint[0]}'?" if hint else ""
+    raise UserError(f"--config: {path}: file not found{extra}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config file (a mapping of field names to values)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config: {path}: file not found")
+    """Read a config file (a mapping of field names to values), or a shipped preset by name."""
+    path = find_config(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -1,0 +1,98 @@
+"""``freetickets demo``: the paper's comparison on MNIST-1D, on a laptop CPU, in minutes.
+
+Trains every method (dense, deep, DST, EDST, static, PF) with the shipped ``mnist1d_*`` presets,
+evaluates them (accuracy, NLL, ECE, Brier, OoD, MNIST-1D-C, diversity, cost), and writes
+``report.md``, ``results.json`` and plots. ``vs_dense`` ratios are relative to the dense run of
+the same seed. PF fine-tunes the dense models of the deep ensemble (``--from``), so its training
+cost includes theirs, as in the paper.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from freetickets.errors import UserError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("dense", "deep", "dst", "edst", "static", "pf")
+
+#: Overrides for ``--quick``: a smoke run of every method in about a minute.
+QUICK = {"num_samples": 4000, "epochs": 3, "update_interval": 20, "pf_epochs": 1}
+QUICK_EDST = {"epochs": 7, "explore_epochs": 1}
+
+
+def demo_config(method: str, seed: int, *, quick: bool, device: str = "auto"):
+    """The resolved :class:`TrainConfig` of one demo method."""
+    from freetickets.train.config import resolve
+
+    overrides: dict[str, Any] = {"seed": seed, "device": device}
+    if quick:
+        overrides.update(QUICK)
+        if method == "edst":
+            overrides.update(QUICK_EDST)
+    return resolve(f"mnist1d_{method}", overrides)
+
+
+def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progress: bool = False,
+             print_fn: Callable[[str], None] = lambda s: None, device: str = "auto",
+             methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+    """Train and evaluate every method for ``seeds`` seeds; write the report. Returns results."""
+    from freetickets.evaluation import evaluate_run
+    from freetickets.metrics.calibration import reliability_bins
+    from freetickets.report import comparison_table, write_report, write_results_json
+    from freetickets.train import train
+
+    if seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create {out}: {exc.strerror}") from None
+    per_seed: list[dict[str, Any]] = []
+    artifacts: dict[str, Any] = {}
+    t_start = time.time()
+    for s in range(seeds):
+        seed = 100 * s
+        results: dict[str, Any] = {}
+        runs: dict[str, Path] = {}
+        for method in methods:
+            cfg = demo_config(method, seed, quick=quick, device=device)
+            if method == "pf":
+                if "deep" not in runs:
+                    raise UserError("the PF demo fine-tunes the deep ensemble's models: include 'deep'")
+                cfg.from_run = str(runs["deep"])
+            run_dir = out / f"seed{s}" / method
+            t0 = time.time()
+            print_fn(f"[seed {s}] training {method:<6} ({cfg.num_members} member(s), {cfg.epochs} epochs"
+                     f"{', sparsity %.2f' % cfg.sparsity if cfg.is_sparse else ''}) ...")
+            train(cfg, run_dir, overwrite=True, progress=progress)
+            runs[method] = run_dir
+            res, art = evaluate_run(run_dir, device=device, return_artifacts=True)
+            results[method] = res
+            if s == 0:
+                artifacts[method] = {"reliability": reliability_bins(art["probs"].mean(0), art["labels"]),
+                                     "ood_scores": art["ood_scores"]}
+            print_fn(f"[seed {s}]   {method:<6} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
+                     f"NLL {res['ensemble']['nll']:.4f}  ({time.time() - t0:.0f} s)")
+        if "dense" in results:  # vs_dense relative to the dense run of this seed (design §2.4)
+            ref = results["dense"]["cost"]["train_flops"]
+            for res in results.values():
+                res["cost"]["train_flops_vs_dense"] = res["cost"]["train_flops"] / ref
+        per_seed.append(results)
+    data_name = "mnist1d"
+    write_results_json(out / "results.json", data_name, per_seed,
+                       extra={"quick": quick, "seeds": seeds, "wall_time_s": round(time.time() - t_start, 1)})
+    command = "freetickets demo" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds > 1 else "")
+    report = write_report(out, per_seed, data_name=data_name, artifacts=artifacts, command=command)
+    print_fn("")
+    print_fn(comparison_table(per_seed, fmt="text"))
+    print_fn("")
+    print_fn(f"report: {report}   results: {out / 'results.json'}   ({time.time() - t_start:.0f} s)")
+    return {"data": data_name, "methods": per_seed[0], "seeds": per_seed}

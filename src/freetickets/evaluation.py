@@ -1,0 +1,284 @@
+"""Evaluate a completed run directory: the JSON object of design §2.4.
+
+Glue between :class:`~freetickets.ensembles.ensemble.Ensemble`, the data sets (test, OoD,
+corruptions), the pure metric functions and the FLOPs accounting. Probabilities are computed
+once per evaluation set as an ``(M, N, C)`` tensor (members first) and every metric is a pure
+function of it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from freetickets.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def member_probs_of(ensemble, x: torch.Tensor, *, batch_size: int = 1024, normalize=None) -> torch.Tensor:
+    """Member softmax probabilities ``(M, N, C)`` of inputs ``x`` (``N`` rows), on the CPU."""
+    device = ensemble.device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device)
+        if normalize is not None:
+            xb = normalize(xb)
+        out.append(ensemble.member_probs(xb).float().cpu())
+    return torch.cat(out, dim=1)
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _dense_checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Bytes of ``torch.save(state_dict)`` of one dense model of the architecture (fp32)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, Any]:
+    """The ``cost`` object of §2.4 from the manifest's FLOPs totals and the tickets on disk."""
+    from freetickets.ensembles.tickets import ticket_nbytes
+    from freetickets.models import create_model
+
+    dense = create_model(manifest["model"], num_classes=int(manifest["num_classes"]),
+                         input_shape=tuple(manifest["input_shape"]), **(manifest.get("model_kwargs") or {}))
+    dense_params = sum(p.numel() for p in dense.parameters())
+    nonzero = 0
+    for model, masks in zip(ensemble.models, ensemble.masks):
+        for name, p in model.named_parameters():
+            nonzero += int(masks[name].sum()) if name in masks else p.numel()
+    flops = manifest.get("flops") or {}
+    train = flops.get("train_total")
+    ref = flops.get("dense_train_reference")
+    inf = flops.get("inference_per_sample")
+    dense_inf = flops.get("dense_inference_per_sample")
+    ckpt = sum(ticket_nbytes(run_dir / t["file"]) for t in manifest["tickets"])
+    dense_bytes = _dense_checkpoint_bytes(dense)
+    tickets = manifest["tickets"]
+    return {
+        "members": len(tickets),
+        "sparsity": float(sum(t.get("sparsity", 0.0) for t in tickets) / max(len(tickets), 1)),
+        "nonzero_params": nonzero,
+        "dense_params": dense_params,
+        "nonzero_params_vs_dense": nonzero / dense_params,
+        "train_flops": train,
+        "train_flops_vs_dense": (train / ref) if train is not None and ref else None,
+        "inference_flops": inf,
+        "inference_flops_vs_dense": (inf / dense_inf) if inf is not None and dense_inf else None,
+        "checkpoint_bytes": ckpt,
+        "checkpoint_bytes_vs_dense": ckpt / dense_bytes,
+    }
+
+
+def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Sequence[str] | None = None,
+                 corruptions: str | None = "builtin", device: str = "auto", batch_size: int = 1024,
+                 return_artifacts: bool = False):
+    """Evaluate the tickets of a completed run on the test split, OoD sets and corruptions.
+
+    Returns the §2.4 object (and, with ``return_artifacts``, a dict with the test ``probs``
+    ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots).
+    """
+    from freetickets.data import corruption_sets, list_ood, load_data, ood_sets
+    from freetickets.ensembles.ensemble import Ensemble
+    from freetickets.metrics import corruption_summary, ood_metrics, ood_scores, summarize
+    from freetickets.metrics.calibration import ece
+    from freetickets.metrics.classification import accuracy, ensemble_nll
+    from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
+    from freetickets.train.rundir import load_complete_manifest
+    from freetickets.train.runner import resolve_device
+
+    run_dir = Path(run_dir)
+    manifest = load_complete_manifest(run_dir)
+    cfg = _read_config(run_dir)
+    dev = resolve_device(device)
+    data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
+    data = load_data(manifest["data"], data_dir, num_samples=cfg.get("num_samples"), seed=0, device="cpu")
+    ens = Ensemble.load(run_dir, device=dev)
+
+    probs = member_probs_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
+    labels = data.test.y.cpu()
+    result = summarize(probs, labels)
+    mask_list = [m for m in ens.masks if m]
+    if len(mask_list) == len(ens.masks) and len(mask_list) > 1:
+        hm = mask_hamming_matrix(mask_list)
+        result["diversity"]["mask_hamming_matrix"] = hm.tolist()
+        result["diversity"]["mask_hamming"] = offdiagonal_mean(hm)
+
+    artifacts: dict[str, Any] = {"probs": probs, "labels": labels, "ood_scores": {}}
+    id_scores = ood_scores(probs)
+    artifacts["ood_scores"]["id"] = id_scores["msp"]
+    names = list(ood) if ood else list_ood(manifest["data"])
+    ood_result: dict[str, Any] = {}
+    if names:
+        sets = ood_sets(manifest["data"], data_dir, names=names, seed=0)
+        for name, x in sets.items():
+            p = member_probs_of(ens, x, batch_size=batch_size)
+            s = ood_scores(p)
+            entry = ood_metrics(id_scores["msp"], s["msp"])
+            entry["entropy"] = ood_metrics(-id_scores["entropy"], -s["entropy"])
+            if probs.shape[0] > 1:
+                entry["mutual_information"] = ood_metrics(-id_scores["mutual_information"], -s["mutual_information"])
+            ood_result[name] = entry
+            artifacts["ood_scores"][name] = s["msp"]
+    result["ensemble"]["ood"] = ood_result
+
+    if corruptions not in (None, "none"):
+        records = []
+        for split in corruption_sets(manifest["data"], corruptions, seed=0):
+            x, y = split.load()
+            p = member_probs_of(ens, x, batch_size=batch_size)
+            mean = p.mean(0)
+            records.append({"type": split.type, "severity": split.severity,
+                            "accuracy": float(accuracy(mean, y)), "nll": float(ensemble_nll(p, y)),
+                            "ece": float(ece(mean, y))})
+        if records:
+            result["ensemble"]["corrupted"] = corruption_summary(records)
+            result["ensemble"]["corrupted"]["by_split"] = records
+    result["cost"] = cost_block(run_dir, manifest, ens)
+    result["method"] = manifest["method"]
+    result["data"] = manifest["data"]
+    result["model"] = manifest["model"]
+    if return_artifacts:
+        return result, artifacts
+    return result
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """A short human-readable summary of one evaluation object."""
+    e, c = result["ensemble"], result["cost"]
+    lines = [f"{result.get('method', '?')} ({c['members']} member(s), sparsity {c['sparsity']:.3f}) "
+             f"on {result.get('data', '?')}",
+             f"  ensemble   accuracy {_pct(e['accuracy'])}  NLL {e['nll']:.4f}  ECE {_pct(e['ece'])}  "
+             f"Brier {e['brier']:.4f}"]
+    for k, m in enumerate(result["members"]):
+        lines.append(f"  member {k}   accuracy {_pct(m['accuracy'])}  NLL {m['nll']:.4f}  ECE {_pct(m['ece'])}")
+    for name, o in (e.get("ood") or {}).items():
+        lines.append(f"  OoD {name:<12} AUROC {_pct(o['auroc'])}  AUPR-In {_pct(o['aupr_in'])}  "
+                     f"AUPR-Out {_pct(o['aupr_out'])}  FPR95 {_pct(o['fpr95'])}")
+    if e.get("corrupted"):
+        cc = e["corrupted"]
+        lines.append(f"  corrupted  accuracy {_pct(cc['accuracy'])}  NLL {cc['nll']:.4f}  ECE {_pct(cc['ece'])}")
+    d = result["diversity"]
+    lines.append(f"  diversity  disagreement {d['disagreement']:.4f}  KL {d['kl']:.4f}")
+    fmt = lambda v: "—" if v is None else f"{v:.3f}x"
+    lines.append(f"  cost       non-zero params {c['nonzero_params']:,} ({fmt(c['nonzero_params_vs_dense'])} dense)  "
+                 f"train FLOPs {fmt(c['train_flops_vs_dense'])}  inference FLOPs {fmt(c['inference_flops_vs_dense'])}  "
+                 f"tickets {c['checkpoint_bytes']:,} B ({fmt(c['checkpoint_bytes_vs_dense'])})")
+    return "\n".join(lines)
+
+
+def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
+                device: str = "auto", command: str | None = None) -> Path:
+    """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
+    from freetickets.metrics.calibration import reliability_bins
+    from freetickets.report import write_report, write_results_json
+
+    results: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    data_name = None
+    for rd in run_dirs:
+        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True)
+        if data_name is not None and res["data"] != data_name:
+            raise UserError(f"report: {rd} used data '{res['data']}', the others '{data_name}'; compare runs on one data set")
+        data_name = res["data"]
+        name = res["method"]
+        k = 2
+        while name in results:
+            name = f"{res['method']}_{k}"
+            k += 1
+        results[name] = res
+        artifacts[name] = {"reliability": reliability_bins(art["probs"].mean(0), art["labels"]),
+                           "ood_scores": art["ood_scores"]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results_json(out / "results.json", data_name, [results])
+    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command)
+
+
+def _train_size(data: str, num_samples: int | None) -> int:
+    if data == "mnist1d":
+        from freetickets.data.mnist1d import DEFAULT_NUM_SAMPLES
+
+        n = num_samples or DEFAULT_NUM_SAMPLES
+        return int(n * 0.8) - int(n * 0.8) // 10
+    sizes = {"cifar10": 45000, "cifar100": 45000, "imagenet": 1281167}
+    if data not in sizes:
+        raise UserError(f"--data: unknown data set '{data}'; use mnist1d, cifar10, cifar100, imagenet or give --train-size")
+    return sizes[data]
+
+
+def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, method: str = "dst",
+                members: int = 3, epochs: int = 250, explore_epochs: int = 0, batch_size: int = 128,
+                num_samples: int | None = None, distribution: str = "erk", update_interval: int | None = 1000,
+                train_size: int | None = None, pf_epochs: int = 10) -> str:
+    """Planned training and inference FLOPs of a method against one dense model (no training).
+
+    Training steps = epochs × ceil(train_size / batch_size); gradient-growth update steps every
+    ``update_interval`` (DST, EDST). PF counts its dense parents plus ``pf_epochs`` of sparse
+    fine-tuning. EDST counts one run of ``epochs`` in total.
+    """
+    from freetickets.flops import dense_layer_flops, estimate_train_flops, forward_flops
+    from freetickets.models import create_model
+    from freetickets.sparse import layer_densities, sparsifiable_parameters
+
+    if not 0 <= sparsity < 1:
+        raise UserError(f"--sparsity: {sparsity} is outside [0, 1)")
+    if members < 1 or epochs < 1 or batch_size < 1:
+        raise UserError("--members, --epochs and --batch-size must be positive")
+    shapes = {"mnist1d": (1, 40), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
+    classes = {"mnist1d": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+    if data not in shapes:
+        raise UserError(f"--data: unknown data set '{data}'; use one of {', '.join(shapes)}")
+    net = create_model(model, num_classes=classes[data], input_shape=shapes[data])
+    lf = dense_layer_flops(net, shapes[data])
+    named = dict(sparsifiable_parameters(net))
+    dens = layer_densities({n: tuple(p.shape) for n, p in named.items()}, sparsity, distribution)
+    n = train_size or _train_size(data, num_samples)
+    steps = epochs * math.ceil(n / batch_size)
+    dense_train = estimate_train_flops(lf, {}, steps, batch_size)
+    f_s = forward_flops(lf, dens)
+    updates = (steps // update_interval) if update_interval else 0
+    m = 1 if method in ("dense", "edst") else members
+    if method in ("dense", "deep"):
+        train_total = m * dense_train
+        inf = m * lf.total
+    elif method == "static":
+        train_total = m * estimate_train_flops(lf, dens, steps, batch_size)
+        inf = m * f_s
+    elif method in ("dst", "edst"):
+        train_total = m * estimate_train_flops(lf, dens, steps, batch_size, update_steps=updates)
+        inf = members * f_s
+    else:  # pf
+        ft = pf_epochs * math.ceil(n / batch_size)
+        train_total = m * (dense_train + estimate_train_flops(lf, dens, ft, batch_size))
+        inf = m * f_s
+    nonzero = sum(int(round(dens[k] * named[k].numel())) for k in named)
+    total_sparse = sum(p.numel() for p in named.values())
+    lines = [
+        f"{method} of {model} on {data}: {members if method != 'dense' else 1} member(s), sparsity {sparsity} ({distribution})",
+        f"  dense forward FLOPs / sample     {lf.total:,.0f}",
+        f"  sparse forward FLOPs / sample    {f_s:,.0f}  ({f_s / lf.total:.3f}x dense)",
+        f"  active sparse weights / member   {nonzero:,} of {total_sparse:,}",
+        f"  training steps / run             {steps:,} ({epochs} epochs × {math.ceil(n / batch_size)} steps, batch {batch_size})",
+        f"  training FLOPs                   {train_total:.4g}  ({train_total / dense_train:.3f}x one dense model: {dense_train:.4g})",
+        f"  inference FLOPs / sample         {inf:,.0f}  ({inf / lf.total:.3f}x one dense model)",
+    ]
+    return "\n".join(lines)
