@@ -88,7 +88,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
         per_seed.append(results)
     data_name = "mnist1d"
     write_results_json(out / "results.json", data_name, per_seed,
-                       extra={"quick": quick, "seeds": seeds, "wall_time_s": round(time.time() - t_start, 1)})
+                       extra={"quick": quick, "wall_time_s": round(time.time() - t_start, 1)})
     command = "freetickets demo" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds > 1 else "")
     report = write_report(out, per_seed, data_name=data_name, artifacts=artifacts, command=command)
     print_fn("")

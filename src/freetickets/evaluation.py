@@ -121,10 +121,11 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     artifacts: dict[str, Any] = {"probs": probs, "labels": labels, "ood_scores": {}}
     id_scores = ood_scores(probs)
     artifacts["ood_scores"]["id"] = id_scores["msp"]
+    shift_kw = {"num_samples": cfg.get("num_samples")} if manifest["data"] == "mnist1d" else {}
     names = list(ood) if ood else list_ood(manifest["data"])
     ood_result: dict[str, Any] = {}
     if names:
-        sets = ood_sets(manifest["data"], data_dir, names=names, seed=0)
+        sets = ood_sets(manifest["data"], data_dir, names=names, seed=0, **shift_kw)
         for name, x in sets.items():
             p = member_probs_of(ens, x, batch_size=batch_size)
             s = ood_scores(p)
@@ -138,7 +139,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
 
     if corruptions not in (None, "none"):
         records = []
-        for split in corruption_sets(manifest["data"], corruptions, seed=0):
+        for split in corruption_sets(manifest["data"], corruptions, seed=0, **shift_kw):
             x, y = split.load()
             p = member_probs_of(ens, x, batch_size=batch_size)
             mean = p.mean(0)

@@ -1,0 +1,111 @@
+"""Ensemble inference cost and ticket storage versus one dense model (CPU).
+
+Prints, measured in one run, for M = 3 members at sparsity 0.8 (random masks of exact density):
+
+* inference time of the ensemble per batch / one dense model's time, for every execution path
+  of :class:`freetickets.Ensemble` (fused channel-stacked, vmap, sequential); goal for the
+  batched path <= 1.6 (the members run dense kernels, so 3 members cost ~3x the FLOPs of one
+  dense model; going below needs a fused path that uses the hardware better than 3 separate
+  passes);
+* bytes of the three tickets / bytes of one dense ``torch.save(state_dict)``; goal <= 0.8.
+
+Timings are the minimum over interleaved rounds (robust to other processes on a shared CPU).
+
+    python benchmarks/ensemble.py [--threads 2] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from freetickets.ensembles.ensemble import Ensemble
+from freetickets.ensembles.tickets import save_ticket, ticket_nbytes
+from freetickets.models.registry import create_model
+
+CASES = [("cnn1d", (1, 40), 256), ("wrn-16-8", (3, 32, 32), 32)]
+
+
+def sparse_member(name, shape, density, gen):
+    model = create_model(name, num_classes=10, input_shape=shape).eval()
+    masks = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            n = mod.weight.numel()
+            flat = torch.zeros(n, dtype=torch.bool)
+            flat[torch.randperm(n, generator=gen)[: round(density * n)]] = True
+            masks[f"{mod_name}.weight"] = flat.reshape(mod.weight.shape)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname in masks:
+                p.masked_fill_(~masks[pname], 0.0)
+    return model, masks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--sparsity", type=float, default=0.8)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, CPU threads {args.threads}, M={args.members}, "
+          f"sparsity {args.sparsity}, min over {args.rounds} interleaved rounds")
+    for name, shape, batch in CASES:
+        gen = torch.Generator().manual_seed(0)
+        built = [sparse_member(name, shape, 1 - args.sparsity, gen) for _ in range(args.members)]
+        dense = create_model(name, num_classes=10, input_shape=shape).eval()
+        x = torch.randn(batch, *shape, generator=gen)
+
+        def copies():
+            out = []
+            for m, _ in built:
+                c = create_model(name, num_classes=10, input_shape=shape).eval()
+                c.load_state_dict(m.state_dict())
+                out.append(c)
+            return out
+
+        ens = {"fused": Ensemble(copies())}
+        vm = Ensemble(copies())
+        vm._build("vmap")  # force the vmap path for comparison
+        ens["vmap"] = vm
+        ens["sequential"] = Ensemble(copies(), batched=False)
+        fns = {"dense": lambda: dense(x)}
+        for k, e in ens.items():
+            fns[k] = (lambda e=e: e.member_logits(x))
+        best = {k: float("inf") for k in fns}
+        with torch.no_grad():
+            for f in fns.values():
+                f()  # warm-up (and the ensembles' one-time self-check)
+            ref = ens["sequential"].member_logits(x)
+            for k in ("fused", "vmap"):
+                assert ens[k].path == k, (k, ens[k].path)
+                diff = (ens[k].member_logits(x) - ref).abs().max().item()
+                print(f"  {name}: {k} vs sequential max |logit diff| = {diff:.2e}")
+            for _ in range(args.rounds):
+                for k, f in fns.items():
+                    t0 = time.perf_counter()
+                    f()
+                    best[k] = min(best[k], time.perf_counter() - t0)
+        ratio = {k: best[k] / best["dense"] for k in best}
+        print(f"{name} input {shape} batch {batch}: dense {best['dense'] * 1e3:.1f} ms/batch; "
+              f"ensemble/dense: fused {ratio['fused']:.2f}, vmap {ratio['vmap']:.2f}, "
+              f"sequential {ratio['sequential']:.2f}  (goal batched <= 1.6)")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            total = sum(ticket_nbytes(save_ticket(tmp / f"member_{k}.pt", m, masks, {"seed": k}))
+                        for k, (m, masks) in enumerate(built))
+            torch.save(dense.state_dict(), tmp / "dense.pt")
+            dense_bytes = ticket_nbytes(tmp / "dense.pt")
+        print(f"{name}: {args.members} tickets {total / 1e6:.3f} MB / dense checkpoint "
+              f"{dense_bytes / 1e6:.3f} MB = {total / dense_bytes:.3f}  (goal <= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,503 @@
+"""Ensemble predictor over trained members (tickets).
+
+``Ensemble`` evaluates M member networks on the same inputs and combines them the way the
+paper does: the ensemble probability is the mean of the members' softmax probabilities.
+Ensemble tensors are ``(M, B, C)``, members first.
+
+Three execution paths give the same numbers (up to float rounding, checked once):
+
+* **fused** (default when possible): the M members become one channel-stacked network whose
+  activations are ``(B, M * C, ...)`` with member-major channel blocks; convolutions become
+  grouped convolutions, BatchNorm one BatchNorm over ``M * C`` channels, Linear a
+  block-diagonal batched matmul (details in :class:`FusedMembers`). Supports models built from
+  Conv1d/2d/3d, BatchNorm1d/2d/3d, Linear and parameter-free modules.
+* **vmap**: the members' parameters and buffers are stacked along a leading member dimension
+  and one network runs under ``torch.func.vmap(functional_call)`` over that dimension. Works
+  for any module vmap supports, but its batching rules move the member dimension in and out of
+  the channels around every op; on CPU that made it slower than the sequential path
+  (see ``benchmarks/ensemble.py``), so it is the second choice.
+* **sequential**: the members run one after another. Used when ``batched=False``, when the
+  members do not share one architecture (type, names, shapes, dtypes), or when the batched
+  paths fail or disagree with the sequential one on their first use; the failure is logged
+  once and the ensemble falls back for good.
+
+In the fused and vmap paths the member modules' parameters and buffers are re-pointed to views
+of the joined tensors, so there is one copy of the weights and in-place changes to a member
+(e.g. ``load_state_dict``) are seen by the batched computation. Replacing a member's tensors
+(``member.to(...)``) breaks that link: move the ensemble with :meth:`Ensemble.to`.
+
+Input normalisation is the caller's job: ``x`` must already be normalised the way the members
+were trained (``freetickets.ensembles.predict.predict_file`` applies a run's recorded
+normalisation for files).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from freetickets.errors import UserError
+from freetickets.ensembles.tickets import load_ticket, ticket_to_model
+from freetickets.utils.io import read_json
+
+__all__ = ["Ensemble", "FusedMembers", "entropy", "uncertainty_from_probs"]
+
+logger = logging.getLogger(__name__)
+
+Batched = bool | Literal["auto"]
+
+# Tolerance of the one-time check that the batched path reproduces the sequential one.
+# Grouped and separate convolutions sum in different orders, so allow float rounding.
+_CHECK_RTOL = 1e-4
+_CHECK_ATOL = 1e-5
+
+
+def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Shannon entropy in nats of probability vectors along ``dim`` (``0 log 0 = 0``)."""
+    return -torch.special.xlogy(probs, probs).sum(dim)
+
+
+def _create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Indirection so the model registry is imported only when a run directory is loaded."""
+    from freetickets.models.registry import create_model
+
+    return create_model(name, **kwargs)
+
+
+class Ensemble:
+    """M member networks evaluated together.
+
+    Args:
+        models: the members (``nn.Module`` mapping ``(B, *input_shape)`` to logits ``(B, C)``).
+            They are put in eval mode (BatchNorm uses each member's own running statistics;
+            dropout is off) and owned by the ensemble from then on.
+        batched: ``"auto"`` (use the fused, else the vmap path when the members share an
+            architecture and it works), ``True`` (same, but log a warning when it must fall back
+            to sequential) or ``False`` (always sequential).
+
+    Attributes:
+        members: number of members M.
+        masks: list of M mask dicts (parameter name -> bool tensor); empty dicts for members
+            built from plain models.
+        batched: whether a batched path is (still) in use; ``path`` names it.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        *,
+        batched: Batched = "auto",
+        masks: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> None:
+        models = list(models)
+        if not models:
+            raise ValueError("models: need at least one member, got an empty list")
+        if batched not in (True, False, "auto"):
+            raise ValueError(f"batched: expected True, False or 'auto', got {batched!r}")
+        if masks is not None and len(masks) != len(models):
+            raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
+        self.models: list[nn.Module] = models
+        self.masks: list[dict[str, torch.Tensor]] = [dict(m) for m in masks] if masks else [{} for _ in models]
+        self._requested: Batched = batched
+        self._stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self._fused: FusedMembers | None = None
+        self._checked = False  # batched path verified against the sequential one
+        for m in self.models:
+            m.eval()
+        self._path = "sequential"
+        if batched is not False and len(models) > 1:
+            self._build("fused")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        batched: Batched = "auto",
+    ) -> "Ensemble":
+        """Build the ensemble of a completed run directory.
+
+        Reads ``RUN_DIR/manifest.json`` (``status`` must be ``"complete"``), creates each member
+        with ``create_model(manifest["model"], num_classes=..., input_shape=..., **model_kwargs)``
+        and loads its ticket (``manifest["tickets"][k]["file"]``, relative to ``run_dir``).
+        The manifest is kept as ``ensemble.manifest``.
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: run directory not found")
+        manifest = read_json(run_dir / "manifest.json")
+        if not isinstance(manifest, dict):
+            raise UserError(f"{run_dir / 'manifest.json'}: expected a JSON object")
+        if manifest.get("status") != "complete":
+            raise UserError(
+                f"{run_dir}: run directory is not a completed run "
+                f"(status {manifest.get('status')!r}, expected 'complete')"
+            )
+        missing = [k for k in ("model", "num_classes", "input_shape", "tickets") if k not in manifest]
+        if missing:
+            raise UserError(f"{run_dir / 'manifest.json'}: missing keys {missing}")
+        tickets = manifest["tickets"]
+        if not isinstance(tickets, list) or not tickets:
+            raise UserError(f"{run_dir / 'manifest.json'}: 'tickets' must be a non-empty list")
+        kwargs = dict(manifest.get("model_kwargs") or {})
+        models, masks = [], []
+        for entry in tickets:
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise UserError(f"{run_dir / 'manifest.json'}: each ticket needs a 'file' string")
+            ticket_path = run_dir / entry["file"]
+            ticket = load_ticket(ticket_path)
+            model = _create_model(
+                manifest["model"],
+                num_classes=int(manifest["num_classes"]),
+                input_shape=tuple(int(s) for s in manifest["input_shape"]),
+                **kwargs,
+            )
+            try:
+                ticket_to_model(ticket, model)
+            except UserError as exc:
+                raise UserError(f"{ticket_path}: {exc}") from None
+            models.append(model.to(device))
+            masks.append({k: v.to(device) for k, v in ticket.masks.items()})
+        ens = cls(models, batched=batched, masks=masks)
+        ens.manifest = manifest
+        return ens
+
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def members(self) -> int:
+        """Number of members M."""
+        return len(self.models)
+
+    @property
+    def batched(self) -> bool:
+        """True while a batched path (fused or vmap) is in use."""
+        return self._path != "sequential"
+
+    @property
+    def path(self) -> str:
+        """The execution path in use: ``"fused"``, ``"vmap"`` or ``"sequential"``."""
+        return self._path
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.models[0].parameters():
+            return t.device
+        for t in self.models[0].buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "Ensemble":
+        """Move every member (and masks) to ``device``; returns ``self``."""
+        for m in self.models:
+            m.to(device)
+        self.masks = [{k: v.to(device) for k, v in d.items()} for d in self.masks]
+        if self._path != "sequential":
+            self._build(self._path)  # module.to() re-created the tensors; join them again
+        return self
+
+    # ------------------------------------------------------------------ batched path
+    def _stack(self) -> str | None:
+        """Stack member parameters/buffers (member dim first); re-point members to views.
+
+        Returns None on success, else the reason batching is impossible.
+        """
+        first = self.models[0]
+        ref = {n: (tuple(t.shape), t.dtype, t.device) for n, t in first.state_dict(keep_vars=True).items()}
+        for k, m in enumerate(self.models[1:], start=1):
+            if type(m) is not type(first):
+                return f"member {k} is a {type(m).__name__}, member 0 a {type(first).__name__}"
+            other = {n: (tuple(t.shape), t.dtype, t.device) for n, t in m.state_dict(keep_vars=True).items()}
+            if other != ref:
+                return f"member {k} has different parameter/buffer names, shapes, dtypes or devices"
+        try:
+            params = {
+                n: torch.stack([dict(m.named_parameters())[n].detach() for m in self.models])
+                for n, _ in first.named_parameters()
+            }
+            buffers = {
+                n: torch.stack([dict(m.named_buffers())[n] for m in self.models])
+                for n, _ in first.named_buffers()
+            }
+        except Exception as exc:  # pragma: no cover - defensive
+            return f"cannot stack member state ({type(exc).__name__}: {exc})"
+        # One copy of the weights: members now view into the stacked tensors.
+        for k, m in enumerate(self.models):
+            for n, p in m.named_parameters():
+                p.data = params[n][k]
+            for n, _ in list(m.named_buffers()):
+                owner, _, leaf = n.rpartition(".")
+                m.get_submodule(owner)._buffers[leaf] = buffers[n][k]
+        self._stacked = (params, buffers)
+        return None
+
+    def _build(self, path: str) -> None:
+        """Set up ``path`` ("fused" or "vmap"), falling back along fused -> vmap -> sequential."""
+        self._checked = False
+        self._fused, self._stacked = None, None
+        if path == "fused":
+            try:
+                self._fused = FusedMembers(self.models)
+                self._path = "fused"
+                return
+            except Exception as exc:
+                logger.debug("Ensemble: no fused form (%s: %s); trying vmap", type(exc).__name__, exc)
+        why = self._stack()
+        if why is None:
+            self._path = "vmap"
+        else:
+            self._fall_back(why)
+
+    def _fall_back(self, why: str) -> None:
+        """Leave the current batched path for good: fused -> vmap, vmap -> sequential."""
+        if self._path == "fused":
+            logger.info("Ensemble: fused path unusable (%s); trying vmap", why)
+            self._build("vmap")
+            return
+        level = logging.WARNING if self._requested is True else logging.INFO
+        logger.log(level, "Ensemble: using the sequential path (%s)", why)
+        self._path = "sequential"
+        self._stacked, self._fused = None, None
+
+    def _batched_logits(self, x: torch.Tensor) -> torch.Tensor:
+        assert self._stacked is not None
+        params, buffers = self._stacked
+        base = self.models[0]
+
+        def one(p: dict, b: dict, inp: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(base, (p, b), (inp,))
+
+        return torch.func.vmap(one, in_dims=(0, 0, None))(params, buffers, x)
+
+    def _sequential_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models])
+
+    # ------------------------------------------------------------------ predictions
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        ref = next(iter(self.models[0].parameters()), None)
+        if ref is not None:
+            dtype = ref.dtype if (x.is_floating_point() and ref.is_floating_point()) else x.dtype
+            x = x.to(device=ref.device, dtype=dtype)
+        return x
+
+    @torch.no_grad()
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member, ``(M, B, C)``, for inputs ``x`` of shape ``(B, *input_shape)``.
+
+        ``x`` is moved to the members' device (and floating inputs cast to their dtype).
+        """
+        x = self._prepare(x)
+        for m in self.models:
+            if m.training:  # someone called .train() on a member; predictions use eval mode
+                m.eval()
+        while self._path != "sequential":
+            try:
+                if self._path == "fused":
+                    assert self._fused is not None
+                    out = self._fused(x)
+                else:
+                    out = self._batched_logits(x)
+            except Exception as exc:
+                self._sequential_logits(x)  # a bad input raises here, and batching stays on
+                self._fall_back(f"{self._path} evaluation failed: {type(exc).__name__}: {exc}")
+                continue
+            if not self._checked:
+                # One-time guard against a module that runs batched without error but computes
+                # something else (e.g. forward code that mixes channels): compare a few inputs.
+                probe = x[: min(4, x.shape[0])]
+                seq = self._sequential_logits(probe)
+                got = out[:, : probe.shape[0]]
+                if got.shape != seq.shape or not torch.allclose(got, seq, rtol=_CHECK_RTOL, atol=_CHECK_ATOL):
+                    diff = (got - seq).abs().max().item() if got.shape == seq.shape else float("nan")
+                    self._fall_back(f"{self._path} output differs from sequential (max {diff:.3g})")
+                    continue
+                self._checked = True
+            return out
+        return self._sequential_logits(x)
+
+    @torch.no_grad()
+    def member_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities of every member, ``(M, B, C)``, members first."""
+        return torch.softmax(self.member_logits(x), dim=-1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Ensemble probabilities ``(B, C)``: the mean of the member probabilities (the paper's rule)."""
+        return self.member_probs(x).mean(dim=0)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted class ``(B,)``: argmax of :meth:`predict_proba`."""
+        return self.predict_proba(x).argmax(dim=-1)
+
+    @torch.no_grad()
+    def uncertainty(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-input uncertainty, each a ``(B,)`` tensor (natural log, nats).
+
+        * ``"entropy"``: predictive entropy ``H[p̄]`` of the mean probability ``p̄``.
+        * ``"mutual_information"``: ``H[p̄] - mean_m H[p_m]`` (the epistemic part; 0 for M = 1;
+          clamped at 0 against rounding).
+        * ``"disagreement"``: fraction of members whose argmax differs from the ensemble's
+          argmax, in ``[0, (M-1)/M]`` (0 when all members agree with the ensemble).
+        * ``"msp"``: maximum ensemble probability (the OoD score of the evaluation suite).
+        """
+        probs = self.member_probs(x)
+        return uncertainty_from_probs(probs)
+
+
+def uncertainty_from_probs(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Uncertainty measures (see :meth:`Ensemble.uncertainty`) from member probabilities ``(M, B, C)``."""
+    if probs.dim() != 3:
+        raise ValueError(f"probs: expected shape (M, B, C), got {tuple(probs.shape)}")
+    mean = probs.mean(dim=0)
+    h_mean = entropy(mean)
+    mean_h = entropy(probs).mean(dim=0)
+    pred = mean.argmax(dim=-1)
+    member_pred = probs.argmax(dim=-1)  # (M, B)
+    return {
+        "entropy": h_mean,
+        "mutual_information": (h_mean - mean_h).clamp_min(0.0),
+        "disagreement": (member_pred != pred.unsqueeze(0)).to(probs.dtype).mean(dim=0),
+        "msp": mean.max(dim=-1).values,
+    }
+
+
+# ---------------------------------------------------------------- fused (channel-stacked) form
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class BlockLinear(nn.Module):
+    """M independent ``Linear(F, O)`` maps on ``(..., M*F) -> (..., M*O)``; weight ``(M, O, F)``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, o, f = self.weight.shape
+        if x.shape[-1] != m * f:
+            raise RuntimeError(f"BlockLinear: expected last dim {m * f}, got {x.shape[-1]}")
+        xm = x.reshape(-1, m, f).transpose(0, 1)  # (M, N, F)
+        out = torch.baddbmm(self.bias.unsqueeze(1), xm, self.weight.transpose(1, 2)) if self.bias is not None \
+            else torch.bmm(xm, self.weight.transpose(1, 2))
+        return out.transpose(0, 1).reshape(*x.shape[:-1], m * o)
+
+
+def _cat_param(mods: list[nn.Module], attr: str, fused_mod: nn.Module, *, stack: bool = False) -> None:
+    """Concatenate (or stack) ``attr`` of the members into ``fused_mod`` and re-point members to views."""
+    tensors = [getattr(m, attr) for m in mods]
+    if tensors[0] is None:
+        return
+    is_param = isinstance(tensors[0], nn.Parameter)
+    joined = (torch.stack if stack else torch.cat)([t.detach() for t in tensors], 0)
+    if is_param:
+        setattr(fused_mod, attr, nn.Parameter(joined, requires_grad=False))
+        joined = getattr(fused_mod, attr).data
+    else:
+        fused_mod._buffers[attr] = joined
+    n = tensors[0].shape[0]
+    for k, (m, t) in enumerate(zip(mods, tensors)):
+        view = joined[k] if stack else joined[k * n : (k + 1) * n]
+        if is_param:
+            t.data = view
+        else:
+            m._buffers[attr] = view
+
+
+def _fuse_module(mods: list[nn.Module]) -> nn.Module:
+    first, M = mods[0], len(mods)
+    if isinstance(first, _CONVS):
+        if first.padding_mode != "zeros":
+            raise TypeError(f"padding_mode {first.padding_mode!r} is not supported")
+        fused = copy.copy(first)
+        fused._parameters = dict(first._parameters)
+        fused.in_channels, fused.out_channels = M * first.in_channels, M * first.out_channels
+        fused.groups = M * first.groups
+        _cat_param(mods, "weight", fused)
+        _cat_param(mods, "bias", fused)
+        return fused
+    if isinstance(first, _NORMS):
+        fused = copy.copy(first)
+        fused._parameters, fused._buffers = dict(first._parameters), dict(first._buffers)
+        fused.num_features = M * first.num_features
+        for attr in ("weight", "bias", "running_mean", "running_var"):
+            _cat_param(mods, attr, fused)
+        return fused
+    if type(first) is nn.Linear:
+        return _fused_linear(mods)
+    if any(p is not None for p in first._parameters.values()) or any(
+        b is not None for b in first._buffers.values()
+    ):
+        raise TypeError(f"{type(first).__name__} has parameters/buffers and no fused form")
+    fused = copy.copy(first)
+    fused._modules = {
+        name: _fuse_module([m._modules[name] for m in mods]) if child is not None else None
+        for name, child in first._modules.items()
+    }
+    return fused
+
+
+def _fused_linear(mods: list[nn.Module]) -> BlockLinear:
+    fused = BlockLinear(torch.empty(0), None)
+    _cat_param(mods, "weight", fused, stack=True)
+    _cat_param(mods, "bias", fused, stack=True)
+    return fused
+
+
+class FusedMembers(nn.Module):
+    """M members as one channel-stacked network: ``(B, C, ...)`` -> logits ``(M, B, K)``.
+
+    Channel-stacked ("fused") form of M same-architecture members: one network, grouped convs.
+
+    Why: running M members through ``torch.func.vmap`` turns every convolution into a grouped
+    convolution anyway, but vmap's batching rules move the member dimension in and out of the
+    channel dimension around every op (permute + copy), which on CPU made the batched ensemble
+    slower than running the members one after another. Here the activations stay in one layout,
+    ``(B, M * C, ...)`` with member-major channel blocks, for the whole forward pass:
+
+    * the input ``(B, C, ...)`` is repeated M times along channels;
+    * ``ConvNd(C_in, C_out, groups=g)`` becomes ``ConvNd(M*C_in, M*C_out, groups=M*g)`` with the
+      members' weights concatenated (member m's filters only see member m's channels);
+    * ``BatchNormNd(C)`` becomes ``BatchNormNd(M*C)`` with concatenated affine parameters and
+      running statistics;
+    * ``Linear(F, O)`` becomes a block-diagonal linear map on ``(..., M*F)`` (a batched matmul);
+    * parameter-free modules (ReLU, pooling, Flatten, Dropout, ...) and element-wise code in
+      ``forward`` (residual additions) work unchanged, and flattening ``(B, M*C, H, W)`` keeps each
+      member's features contiguous, so a member's classifier sees exactly its own features.
+
+    The output ``(B, M*K)`` is reshaped to ``(M, B, K)``. The conversion raises ``TypeError`` for
+    any other module with parameters or buffers; forward code that mixes channels by hand (e.g.
+    ``x.view(-1, 640)`` or a channel softmax) cannot be detected here, so :class:`Ensemble` checks
+    the fused output against the members once and falls back if they differ.
+
+    Member modules are re-pointed to views of the fused tensors, so there is one copy of the
+    weights and in-place changes to a member (``load_state_dict``) are seen by the fused network.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        first = members[0]
+        for k, m in enumerate(members[1:], 1):
+            if type(m) is not type(first):
+                raise TypeError(f"member {k} is a {type(m).__name__}, member 0 a {type(first).__name__}")
+        self.members = len(members)
+        self.net = _fuse_module(members)
+        self.net.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise RuntimeError("fused members need inputs (B, C, ...)")
+        reps = [1, self.members] + [1] * (x.dim() - 2)
+        out = self.net(x.repeat(*reps))
+        b = x.shape[0]
+        return out.reshape(b, self.members, -1).transpose(0, 1)

@@ -1,0 +1,150 @@
+"""Predictions of a run's ensemble for inputs stored in a ``.npy`` file (``freetickets predict``).
+
+Input: a numeric ``.npy`` array of shape ``(N, *input_shape)``, or ``input_shape`` for a single
+input (``input_shape`` from the run's manifest). Object arrays are refused (``allow_pickle=False``).
+
+Normalisation: if the manifest records ``"normalization": {"mean": [...], "std": [...]}`` (one
+value per channel, channel = the first dimension of ``input_shape``), inputs are taken as raw
+and normalised as ``(x - mean) / std`` before the members see them. Without that key the
+inputs are taken as already normalised (the Python :class:`~freetickets.ensembles.Ensemble` API
+never normalises).
+
+Output (written atomically), chosen by the output suffix:
+
+* ``.npz``: arrays ``probs`` ``(N, C)`` float32 (mean member probability), ``pred`` ``(N,)``
+  int64 (argmax), ``entropy``, ``mutual_information``, ``disagreement`` ``(N,)`` float32 (see
+  :meth:`Ensemble.uncertainty`).
+* ``.csv``: one row per input, header ``prob_0,...,prob_{C-1},pred,entropy,mutual_information,disagreement``.
+
+Default output path: ``<input stem>.pred.npz`` next to the input.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from freetickets.errors import UserError
+from freetickets.ensembles.ensemble import Ensemble, uncertainty_from_probs
+from freetickets.utils.io import atomic_write, atomic_write_text
+
+__all__ = ["predict_file", "load_inputs", "UNCERTAINTY_COLUMNS"]
+
+UNCERTAINTY_COLUMNS = ("entropy", "mutual_information", "disagreement")
+
+
+def load_inputs(input_path: str | os.PathLike, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Read a ``.npy`` file as a float32 array ``(N, *input_shape)``.
+
+    Raises :class:`UserError` for a missing/unreadable file, an object array, a non-numeric
+    dtype, or a shape other than ``(N, *input_shape)`` or ``input_shape``.
+    """
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise UserError(f"{input_path}: input file not found")
+    try:
+        arr = np.load(input_path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise UserError(f"{input_path}: object arrays are not accepted; save a numeric array") from None
+        raise UserError(f"{input_path}: not a readable .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{input_path}: not a readable .npy array ({exc})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise UserError(f"{input_path}: expected a single .npy array, got an archive")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise UserError(f"{input_path}: expected a numeric array, got dtype {arr.dtype}")
+    input_shape = tuple(input_shape)
+    if arr.shape == input_shape:
+        arr = arr[None]
+    elif arr.shape[1:] != input_shape:
+        raise UserError(
+            f"{input_path}: input shape mismatch: expected (N, {', '.join(map(str, input_shape))}) "
+            f"or {input_shape}, got {tuple(arr.shape)}"
+        )
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _normalizer(manifest: dict, input_shape: tuple[int, ...]):
+    norm = manifest.get("normalization")
+    if norm is None:
+        return None
+    try:
+        mean = np.asarray(norm["mean"], dtype=np.float32)
+        std = np.asarray(norm["std"], dtype=np.float32)
+    except (KeyError, TypeError, ValueError):
+        raise UserError("manifest.json: 'normalization' must be {\"mean\": [...], \"std\": [...]}") from None
+    channels = input_shape[0] if input_shape else 1
+    if mean.shape not in ((channels,), (1,)) or std.shape != mean.shape or not np.all(std > 0):
+        raise UserError(
+            f"manifest.json: 'normalization' needs {channels} mean and positive std values "
+            f"(one per channel), got mean {mean.tolist()} std {std.tolist()}"
+        )
+    bshape = (1, -1) + (1,) * (len(input_shape) - 1)
+    mean_t = torch.from_numpy(mean).reshape(bshape)
+    std_t = torch.from_numpy(std).reshape(bshape)
+    return lambda x: (x - mean_t.to(x.device)) / std_t.to(x.device)
+
+
+def predict_file(
+    run_dir: str | os.PathLike,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+) -> Path:
+    """Predict class probabilities and uncertainty for every input in ``input_path``.
+
+    Loads the completed run ``run_dir`` as an :class:`Ensemble`, evaluates the inputs in batches
+    of ``batch_size``, writes ``output_path`` (``.npz`` or ``.csv``; default
+    ``<input stem>.pred.npz`` next to the input) atomically and returns its path.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    input_path = Path(input_path)
+    output_path = Path(output_path) if output_path is not None else input_path.with_name(
+        input_path.stem + ".pred.npz"
+    )
+    suffix = output_path.suffix.lower()
+    if suffix not in (".npz", ".csv"):
+        raise UserError(f"output: unsupported suffix {output_path.suffix!r}; use .npz or .csv")
+
+    ens = Ensemble.load(run_dir, device=device)
+    manifest = ens.manifest or {}
+    input_shape = tuple(int(s) for s in manifest["input_shape"])
+    arr = load_inputs(input_path, input_shape)
+    normalize = _normalizer(manifest, input_shape)
+
+    outs: dict[str, list[torch.Tensor]] = {k: [] for k in ("probs", *UNCERTAINTY_COLUMNS)}
+    for start in range(0, arr.shape[0], batch_size):
+        x = torch.from_numpy(arr[start : start + batch_size]).to(ens.device)
+        if normalize is not None:
+            x = normalize(x)
+        member_probs = ens.member_probs(x)
+        outs["probs"].append(member_probs.mean(dim=0).float().cpu())
+        unc = uncertainty_from_probs(member_probs)
+        for k in UNCERTAINTY_COLUMNS:
+            outs[k].append(unc[k].float().cpu())
+    num_classes = int(manifest.get("num_classes", 0)) or None
+    result = {
+        k: (torch.cat(v).numpy() if v else np.zeros((0, num_classes or 0) if k == "probs" else (0,), np.float32))
+        for k, v in outs.items()
+    }
+    result["pred"] = result["probs"].argmax(axis=1).astype(np.int64) if len(result["probs"]) else np.zeros(0, np.int64)
+
+    if suffix == ".npz":
+        atomic_write(output_path, lambda f: np.savez(f, **result))
+    else:
+        probs = result["probs"]
+        header = [f"prob_{c}" for c in range(probs.shape[1])] + ["pred", *UNCERTAINTY_COLUMNS]
+        buf = io.StringIO()
+        buf.write(",".join(header) + "\n")
+        for i in range(probs.shape[0]):
+            row = [repr(float(v)) for v in probs[i]] + [str(int(result["pred"][i]))]
+            row += [repr(float(result[k][i])) for k in UNCERTAINTY_COLUMNS]
+            buf.write(",".join(row) + "\n")
+        atomic_write_text(output_path, buf.getvalue())
+    return output_path
