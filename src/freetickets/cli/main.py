@@ -180,14 +180,17 @@ def cmd_flops(args: argparse.Namespace) -> int:
     _out(flops_table(model=args.model, data=args.data, sparsity=args.sparsity, method=args.method,
                      members=args.members, epochs=args.epochs, explore_epochs=args.explore_epochs,
                      batch_size=args.batch_size, num_samples=args.num_samples, distribution=args.distribution,
-                     update_interval=args.update_interval, train_size=args.train_size))
+                     update_interval=args.update_interval, train_size=args.train_size,
+                     pf_epochs=args.pf_epochs, reference_epochs=args.reference_epochs))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from freetickets.ensembles.predict import predict_file
+    from freetickets.train.runner import resolve_device
 
-    path = predict_file(args.run_dir, args.input, args.output, device=args.device)
+    # "auto" is a CLI choice, not a torch device: resolve it as evaluate does.
+    path = predict_file(args.run_dir, args.input, args.output, device=resolve_device(args.device))
     _out(f"predictions written to {path}")
     return 0
 
@@ -243,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num-samples", type=int, default=None)
     f.add_argument("--train-size", type=int, default=None, help="training examples per epoch (default: the data set's)")
     f.add_argument("--distribution", default="erk", choices=["erk", "er", "uniform"])
+    f.add_argument("--pf-epochs", type=int, default=10, help="PF fine-tuning epochs")
+    f.add_argument("--reference-epochs", type=int, default=None,
+                   help="epochs of the dense model the ratios compare with (default: --epochs)")
     f.add_argument("--update-interval", type=int, default=1000)
     f.add_argument("-v", "--verbose", action="store_true")
 

@@ -1,0 +1,73 @@
+"""Choose the MNIST-1D demo presets on the *validation* split (never the test set).
+
+Trains candidate settings for each method and prints the ensemble's validation accuracy and NLL
+and the training FLOPs relative to the dense candidate, so the presets in
+``src/freetickets/configs/mnist1d_*.yaml`` can be justified by numbers measured here.
+
+    python benchmarks/select_presets.py --out /tmp/select --candidates dense edst-q0.5 edst-q0.8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from freetickets.data import load_data
+from freetickets.ensembles.ensemble import Ensemble
+from freetickets.metrics import summarize
+from freetickets.train import train
+from freetickets.train.config import resolve
+
+# name -> (preset, overrides)
+CANDIDATES = {
+    "dense": ("mnist1d_dense", {}),
+    "deep": ("mnist1d_deep", {}),
+    "dst": ("mnist1d_dst", {}),
+    "static": ("mnist1d_static", {}),
+    "edst-q0.5": ("mnist1d_edst", {"jump_fraction": 0.5}),
+    "edst-q0.8": ("mnist1d_edst", {"jump_fraction": 0.8}),
+    "edst-random": ("mnist1d_edst", {"grow": "random"}),
+    "edst-long": ("mnist1d_edst", {"epochs": 120, "explore_epochs": 30}),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--candidates", nargs="+", default=["dense", "edst-q0.5", "edst-q0.8"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every candidate")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    import yaml
+
+    common = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    rows = []
+    dense_flops = None
+    for name in args.candidates:
+        preset, overrides = CANDIDATES[name]
+        cfg = resolve(preset, {**overrides, **common, "seed": args.seed, "device": "cpu"})
+        if cfg.method == "pf":
+            raise SystemExit("pf needs a deep run; not a candidate here")
+        t0 = time.time()
+        manifest = train(cfg, Path(args.out) / name, overwrite=True)
+        data = load_data(cfg.data, num_samples=cfg.num_samples)
+        ens = Ensemble.load(Path(args.out) / name)
+        with torch.no_grad():
+            probs = ens.member_probs(data.normalize(data.val.x))
+        s = summarize(probs, data.val.y)
+        flops = manifest["flops"]["train_total"]
+        if name == "dense":
+            dense_flops = flops
+        rows.append({"candidate": name, "val_accuracy": s["ensemble"]["accuracy"], "val_nll": s["ensemble"]["nll"],
+                     "val_ece": s["ensemble"]["ece"],
+                     "members_val_accuracy": [round(m["accuracy"], 4) for m in s["members"]],
+                     "train_flops_vs_dense": flops / dense_flops if dense_flops else None,
+                     "seconds": round(time.time() - t0, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
