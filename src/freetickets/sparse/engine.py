@@ -260,7 +260,9 @@ class SparseEngine:
     def apply_masks(self) -> None:
         """Set every masked weight to exactly 0 (in place; one ``mul_`` by the mask per layer)."""
         for p, m in self._masked_pairs:
-            p.mul_(m)
+            # Multiplying a negative weight by 0 gives -0.0; adding +0.0 turns it into +0.0
+            # (IEEE 754), so masked entries are bitwise zero and tickets need no sign bits.
+            p.mul_(m).add_(0.0)
 
     def _update_due(self, step: int) -> bool:
         if self.update_interval is None or step % self.update_interval != 0:
