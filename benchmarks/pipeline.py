@@ -5,6 +5,10 @@ horizontal flip, conversion to float, per-channel normalisation) on synthetic ui
 CIFAR's shape, batch 128, on the CPU. Prints batches per second and the speed-up.
 
     python benchmarks/pipeline.py [--images 50000] [--batches 60] [--threads 2] [--repeats 3]
+    python benchmarks/pipeline.py --gpu [--gpu-model wrn-28-10] [--batch-size 128] [--gpu-steps 50]
+
+``--gpu`` (CUDA only) times WRN-28-10 training steps instead: fp32 vs bf16 autocast +
+channels_last (+ torch.compile), each with and without the SparseEngine.
 """
 from __future__ import annotations
 
@@ -59,6 +63,70 @@ def _rate(batches, n: int, repeats: int, warmup: int = 2) -> float:
     return float(np.median(rates))
 
 
+def _gpu_step_rate(model_name: str, batch_size: int, steps: int, *, bf16: bool, channels_last: bool,
+                   compile_model: bool, engine: bool) -> float:
+    """Training samples/s of one configuration on CUDA (synthetic CIFAR batches already on the GPU)."""
+    import torch.nn.functional as F
+
+    from freetickets import SparseEngine, create_model
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    eng = SparseEngine(model, opt, sparsity=0.8, update_interval=1000) if engine else None
+    train_model = torch.compile(model) if compile_model else model
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            logits = train_model(x)
+        F.cross_entropy(logits.float(), y).backward()
+        opt.step()
+        if eng is not None:
+            eng.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(10 if compile_model else 3):  # warm-up (and compilation)
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def gpu_benchmark(model_name: str, batch_size: int, steps: int) -> None:
+    """WRN-28-10 (default) training throughput: fp32 vs bf16 + channels_last (+ torch.compile),
+    each without and with the sparse engine (its per-step masking; one update in 1000 steps)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu: no CUDA device available")
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"{model_name}, batch {batch_size}, {steps} timed steps on {torch.cuda.get_device_name()}")
+    configs = [("fp32", False, False, False), ("bf16 + channels_last", True, True, False),
+               ("bf16 + channels_last + compile", True, True, True)]
+    base = None
+    for name, bf16, cl, comp in configs:
+        for engine in (False, True):
+            try:
+                rate = _gpu_step_rate(model_name, batch_size, steps, bf16=bf16, channels_last=cl,
+                                      compile_model=comp, engine=engine)
+            except Exception as exc:  # e.g. torch.compile unavailable on this platform
+                print(f"{name:<32} {'engine' if engine else 'dense':<7} failed: {type(exc).__name__}: {exc}")
+                continue
+            base = base or rate
+            print(f"{name:<32} {'engine' if engine else 'dense':<7} {rate:10.0f} samples/s  {rate / base:5.2f}x")
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=50000)
@@ -66,7 +134,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="passes per pipeline (median reported)")
+    p.add_argument("--gpu", action="store_true",
+                   help="instead: CUDA training throughput of --gpu-model, fp32 vs bf16 + channels_last (+ compile), "
+                        "with and without the sparse engine")
+    p.add_argument("--gpu-model", default="wrn-28-10")
+    p.add_argument("--gpu-steps", type=int, default=50)
     args = p.parse_args()
+    if args.gpu:
+        gpu_benchmark(args.gpu_model, args.batch_size, args.gpu_steps)
+        return
     torch.set_num_threads(args.threads)
     need = (args.batches + 2) * args.batch_size
     if args.images < need:
