@@ -1,0 +1,57 @@
+"""`freetickets demo` (design §2.1, §2.4): every method, every key, report and plots."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from freetickets import demo
+from freetickets.cli.main import main
+
+from _cli_helpers import check_evaluation
+
+METHODS = ("dense", "deep", "dst", "edst", "pf", "static")
+SPARSE = ("dst", "edst", "pf", "static")
+
+
+def _check_demo_output(out, members: dict[str, int]) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"] == "mnist1d"
+    assert set(results["methods"]) == set(METHODS)
+    for method, res in results["methods"].items():
+        check_evaluation(res, members[method], sparse=method in SPARSE)
+    dense = results["methods"]["dense"]["cost"]
+    assert dense["train_flops_vs_dense"] == pytest.approx(1.0)  # the reference is the dense run
+    assert results["methods"]["deep"]["cost"]["train_flops_vs_dense"] == pytest.approx(members["deep"], rel=1e-9)
+    assert results["methods"]["edst"]["cost"]["train_flops_vs_dense"] < results["methods"]["deep"]["cost"][
+        "train_flops_vs_dense"]
+    report = (out / "report.md").read_text()
+    for name in ("Dense", "Deep ensemble", "DST ensemble", "EDST ensemble", "PF ensemble", "Static"):
+        assert name in report
+    assert list(out.glob("*.png"))
+    return results
+
+
+def test_demo_all_methods_tiny(tmp_path, monkeypatch, cli_env, capsys):
+    """The demo pipeline with tiny settings (a few seconds): run_demo through the CLI."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"width": 16}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    out = tmp_path / "demo"
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "EDST ensemble" in printed and "results.json" in printed
+    _check_demo_output(out, {m: (1 if m == "dense" else 2) for m in METHODS})
+
+
+def test_demo_quick(tmp_path, cli_env, capsys):
+    """The real `freetickets demo --quick` (about 45 s on a busy 2-core CPU with one thread)."""
+    out = tmp_path / "demo"
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    results = _check_demo_output(out, {m: (1 if m == "dense" else 3) for m in METHODS})
+    assert results["quick"] is True
+    # even the smoke run learns something: well above chance (10%) for every method
+    for method, res in results["methods"].items():
+        assert res["ensemble"]["accuracy"] > 0.3, method
