@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (with a pointer to --help)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _is_main_rank() -> bool:
@@ -38,9 +38,22 @@ def _out(text: str = "") -> None:
         print(text, flush=True)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record, so ``main()`` called
+    in-process (tests, notebooks) never keeps writing to a stream that was replaced or closed."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger("freetickets")
     root.handlers[:] = [handler]
@@ -130,6 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from freetickets.train.config import load_yaml, merge, resolve, validate, TrainConfig
     from freetickets.train.rundir import RunDir
 
+    if not args.out.strip():
+        raise UserError("--out: expected a directory path")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite: choose one (continue the run, or replace it)")
     overrides = _train_overrides(args)
     if args.resume and RunDir(args.out).config.is_file():
         saved = merge(TrainConfig(), load_yaml(RunDir(args.out).config), source=f"{RunDir(args.out).config}")

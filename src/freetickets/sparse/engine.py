@@ -47,6 +47,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -92,6 +93,14 @@ def _has_momentum_state(optimizer: torch.optim.Optimizer | None) -> bool:
             continue
         return False
     return True
+
+
+def _pack_bits_fast(mask: torch.Tensor) -> torch.Tensor:
+    """:func:`~freetickets.sparse.masks.pack_bits`, with ``numpy.packbits`` on CPU (a SIMD byte
+    scan, hundreds of times faster than the generic multiply-and-sum)."""
+    if mask.device.type != "cpu":
+        return pack_bits(mask)
+    return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
 
 
 class SparseEngine:
@@ -317,7 +326,7 @@ class SparseEngine:
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == p.shape:
                     value.masked_fill_(grown, 0)
-            self._ever_active[i].bitwise_or_(pack_bits(grown))
+            self._ever_active[i].bitwise_or_(_pack_bits_fast(grown))
             moved += k
         self._update_count += 1
         self.pruned_total += moved

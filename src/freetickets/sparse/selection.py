@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 import torch
 
 __all__ = ["ceil_product", "round_half_up", "select_largest", "select_smallest"]
@@ -30,53 +31,109 @@ def ceil_product(fraction: float, count: int) -> int:
     return math.ceil(Fraction(fraction) * count)
 
 
-#: Candidate sets at least this large are first narrowed with a sampled threshold (see _prefilter).
-PREFILTER_MIN_CANDIDATES = 1 << 18
-_SAMPLE_SIZE = 1 << 15
+#: Candidate sets at least this large use the sampled band selection (see _band_select).
+BAND_MIN_CANDIDATES = 1 << 15
+_SAMPLE_SIZE = 1 << 15  # candidates in the strided sample
+_Z = 5.0  # half-width of the band, in standard deviations of the sampled rank
+_SLACK = 16  # ... plus this many sample ranks
 
 
-def _prefilter(flat_s: torch.Tensor, flat_c: torch.Tensor, k: int, m: int, largest: bool,
-               magnitude: bool) -> torch.Tensor | None:
-    """Shrink the candidate set before the exact selection, without changing its result.
+def _flat_indices(flat_mask: torch.Tensor) -> torch.Tensor:
+    """Ascending int64 indices of the True entries of a 1-D bool tensor. On CPU this uses
+    ``numpy.flatnonzero`` (single-threaded, a byte scan; several times faster than
+    ``torch.nonzero``, which writes a 2-D result and is parallelised poorly)."""
+    if flat_mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(flat_mask.numpy()))
+    return flat_mask.nonzero().squeeze(1)
 
-    A deterministic strided sample of the candidates estimates a score t that about
-    ``k + 6 sigma + 64`` candidates beat; the candidates at least as good as t form the new set.
-    If it holds at least ``k`` positions, every position the exact selection would pick (the k
-    best, and all positions tied with the k-th) is inside it, so selecting on it gives the same
-    answer; otherwise (an unlucky sample) ``None`` is returned and the full set is used. This
-    replaces a gather and a ``kthvalue`` over all m candidates by a few elementwise passes and a
-    selection over about k values.
+
+def _choose(vals: torch.Tensor, r: int, largest: bool) -> torch.Tensor:
+    """Bool mask over ``vals`` (1-D, in flat-index order) with exactly ``r`` True entries: the
+    ``r`` smallest (largest) values, ties by lower position, NaN after every number."""
+    count = vals.numel()
+    if r == 0:
+        return torch.zeros(count, dtype=torch.bool, device=vals.device)
+    if r == count:
+        return torch.ones(count, dtype=torch.bool, device=vals.device)
+    nan = torch.isnan(vals)
+    n_nan = int(torch.count_nonzero(nan))
+    numbers = count - n_nan
+    if r >= numbers:  # every number, then the NaNs of lowest position
+        chosen = ~nan
+        if r > numbers:
+            chosen |= nan & (torch.cumsum(nan, 0) <= r - numbers)
+        return chosen
+    # kthvalue orders NaN after every number, so ranks 1..numbers are the numbers, ascending.
+    threshold = vals.kthvalue(numbers - r + 1 if largest else r).values
+    chosen = (vals > threshold) if largest else (vals < threshold)
+    need = r - int(torch.count_nonzero(chosen))
+    tied = vals == threshold
+    if int(torch.count_nonzero(tied)) == need:  # the usual case: no tie straddles the cut
+        chosen |= tied
+    else:  # the ``need`` tied positions of lowest index
+        chosen |= tied & (torch.cumsum(tied, 0) <= need)
+    return chosen
+
+
+def _band_select(key: torch.Tensor, flat_c: torch.Tensor, k: int, m: int, largest: bool) -> torch.Tensor | None:
+    """Exact selection on a large candidate set with a few elementwise passes over the tensor.
+
+    A deterministic strided sample of the candidates estimates two scores, ``t_sure`` and
+    ``t_band``, whose ranks among the candidates lie a few standard deviations below and above
+    ``k``. One pass each gives ``sure`` (candidates strictly better than ``t_sure``) and the
+    ``band`` (candidates between the two, both included; NaN is in neither). If
+    ``|sure| <= k <= |sure| + |band|``, the answer is ``sure`` plus the ``k - |sure|`` best of the
+    band (ties by lower index): every position of ``sure`` beats every band position, and every
+    band position beats every other candidate. Only the band (a small fraction of the
+    candidates) is gathered and ranked. Otherwise (an unlucky sample, or NaN near the cut)
+    ``None`` is returned and the caller ranks all candidates.
     """
-    stride = max(1, flat_s.numel() // _SAMPLE_SIZE)
-    sample = flat_s[::stride][flat_c[::stride]]
+    stride = max(1, m // _SAMPLE_SIZE)
+    sample = key[::stride][flat_c[::stride]]
     ms = sample.numel()
-    if ms < 256:
-        return None
-    if not sample.is_floating_point() or sample.dtype in (torch.float16, torch.bfloat16):
-        sample = sample.float()
-    if magnitude:
-        sample = sample.abs()
-    q = k / m
-    rank = math.ceil(q * ms + 6.0 * math.sqrt(q * (1.0 - q) * ms) + 64)
-    if rank >= ms:
+    if ms < 1024:
         return None
     if largest:
-        t = sample.kthvalue(ms - rank + 1).values  # rank-th largest
+        sample = -sample  # kthvalue keeps NaN last either way
+    center = k * ms / m
+    spread = _Z * math.sqrt(center * max(0.0, 1.0 - k / m)) + _SLACK
+    lo, hi = math.floor(center - spread), math.ceil(center + spread)
+    if hi >= ms:
+        return None
+    t_band = sample.kthvalue(hi).values
+    if torch.isnan(t_band):
+        return None
+    if largest:
+        t_band = -t_band
+    band = torch.ge(key, t_band) if largest else torch.le(key, t_band)
+    band &= flat_c
+    if lo >= 1:
+        t_sure = sample.kthvalue(lo).values
+        if largest:
+            t_sure = -t_sure
+        sure = torch.gt(key, t_sure) if largest else torch.lt(key, t_sure)
+        sure &= band  # t_sure is on the good side of t_band: sure is a subset of band
+        band ^= sure
+        n_sure = int(torch.count_nonzero(sure))
     else:
-        t = sample.kthvalue(rank).values
-    if torch.isnan(t):
+        sure = torch.zeros_like(flat_c)
+        n_sure = 0
+    if n_sure > k:
         return None
-    keyed = flat_s.abs() if magnitude else flat_s
-    narrowed = (keyed >= t) if largest else (keyed <= t)
-    narrowed &= flat_c
-    if int(torch.count_nonzero(narrowed)) < k:
+    band_idx = _flat_indices(band)
+    del band
+    if n_sure + band_idx.numel() < k:
         return None
-    return narrowed
+    chosen = _choose(key.take(band_idx), k - n_sure, largest)
+    sure.index_fill_(0, band_idx[chosen], True)
+    return sure
 
 
 def _select(scores: torch.Tensor, candidates: torch.Tensor, k: int, largest: bool, magnitude: bool) -> torch.Tensor:
     if scores.shape != candidates.shape:
         raise ValueError(f"scores shape {tuple(scores.shape)} != candidates shape {tuple(candidates.shape)}")
+    if candidates.dtype != torch.bool:
+        candidates = candidates.to(torch.bool)
     flat_c = candidates.reshape(-1)
     flat_s = scores.detach().reshape(-1)
     m = int(torch.count_nonzero(flat_c))
@@ -86,56 +143,24 @@ def _select(scores: torch.Tensor, candidates: torch.Tensor, k: int, largest: boo
         return torch.zeros_like(candidates)
     if k == m:
         return candidates.clone()
-    if m >= PREFILTER_MIN_CANDIDATES and 4 * k < m:
-        narrowed = _prefilter(flat_s, flat_c, k, m, largest, magnitude)
-        if narrowed is not None:
-            flat_c = narrowed
-    # (m,) copy of the candidate scores, in flat-index order; |.| is taken on this subset only
-    vals = flat_s[flat_c]
-    if not vals.is_floating_point() or vals.dtype in (torch.float16, torch.bfloat16):
-        vals = vals.float()
+    # Scores are ranked as float32 (float64 stays float64); |.| makes -0.0 and 0.0 equal, and
+    # float comparisons treat them as equal anyway.
+    if not flat_s.is_floating_point() or flat_s.dtype in (torch.float16, torch.bfloat16):
+        flat_s = flat_s.float()
+    if m >= BAND_MIN_CANDIDATES:
+        key = flat_s.abs() if magnitude else flat_s
+        out = _band_select(key, flat_c, k, m, largest)
+        if out is not None:
+            return out.view_as(candidates)
+    # Rank all candidates: gather them (in flat-index order), choose, scatter the choice back.
+    idx = _flat_indices(flat_c)
+    vals = flat_s.take(idx)
     if magnitude:
         vals.abs_()
-    if largest:
-        vals.neg_()
-    # kthvalue orders NaN after every number, as the tie rule wants (NaN selected last).
-    threshold = vals.kthvalue(k).values
-    if torch.isnan(threshold):  # the cut falls among NaNs: rank them explicitly (rare)
-        vals = torch.nan_to_num_(vals, nan=math.inf, posinf=math.inf, neginf=-math.inf)
-        threshold = vals.kthvalue(k).values
-        return _scatter_choice(vals, threshold, k, flat_c).view_as(candidates)
-    del vals
-    # Apply the cut on the full tensor with elementwise (multi-threaded) ops rather than
-    # scattering the subset back (masked_scatter_ is single-threaded on CPU).
-    key = flat_s if flat_s.is_floating_point() and flat_s.dtype not in (torch.float16, torch.bfloat16) else flat_s.float()
-    if magnitude:
-        key = key.abs()
-    cut = -threshold if largest else threshold
-    out = (key > cut) if largest else (key < cut)
-    out &= flat_c
-    need = k - int(torch.count_nonzero(out))
-    tied = key == cut
-    tied &= flat_c
-    if int(torch.count_nonzero(tied)) == need:  # the usual case: no tie straddles the cut
-        out |= tied
-    else:
-        out[tied.nonzero().squeeze(1)[:need]] = True  # nonzero() is in ascending index order
-    return out.view_as(candidates)
-
-
-def _scatter_choice(vals: torch.Tensor, threshold: torch.Tensor, k: int, flat_c: torch.Tensor) -> torch.Tensor:
-    """Pick the k smallest of ``vals`` (the candidates' transformed scores, in flat order) and
-    scatter the choice back to the positions of ``flat_c``."""
-    chosen = vals < threshold
-    need = k - int(torch.count_nonzero(chosen))
-    tied = vals == threshold
-    if int(torch.count_nonzero(tied)) == need:
-        chosen |= tied
-    else:
-        chosen[tied.nonzero().squeeze(1)[:need]] = True
+    chosen = _choose(vals, k, largest)
     out = torch.zeros_like(flat_c)
-    out.masked_scatter_(flat_c, chosen)
-    return out
+    out.index_fill_(0, idx[chosen], True)
+    return out.view_as(candidates)
 
 
 def select_smallest(scores: torch.Tensor, candidates: torch.Tensor, k: int, *, magnitude: bool = False) -> torch.Tensor:

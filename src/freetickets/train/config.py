@@ -29,6 +29,7 @@ LR_SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 SPARSE_INITS = ("none", "rescale")
 PRECISIONS = ("fp32", "bf16")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 
 
 @dataclass
@@ -88,7 +89,9 @@ class TrainConfig:
     eval_batch_size: int = 1024
     checkpoint_every_steps: int | None = None
     check_consistency: bool = False  # DDP: compare mask checksums across ranks after updates
-    val_every_epochs: int = 1
+    sync_batchnorm: bool = False  # DDP on CUDA: SyncBatchNorm (normalise over the global batch)
+    dist_backend: str = "auto"  # torchrun: auto (nccl on CUDA, gloo on CPU), nccl, gloo
+    num_workers: int = 4  # DataLoader workers for map-style data sets (ImageNet); tensor sets need none
 
     # --------------------------------------------------------------------- helpers
     def to_dict(self) -> dict[str, Any]:
@@ -119,7 +122,7 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         hint = difflib.get_close_matches(str(value), allowed, n=1)
         extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise UserError(f"--{name.replace('_', '-')}: '{value}' is not one of {', '.join(allowed)}{extra}")
+        raise UserError(f"--{name.replace('_', '-')}: {value!r} is not one of {', '.join(allowed)}{extra}")
 
 
 def _range(name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
@@ -156,6 +159,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice("device", cfg.device, DEVICES)
     _choice("sparse_init", cfg.sparse_init, SPARSE_INITS)
     _choice("precision", cfg.precision, PRECISIONS)
+    _choice("dist_backend", cfg.dist_backend, DIST_BACKENDS)
     if not isinstance(cfg.model, str) or not cfg.model:
         raise UserError("--model: expected a model name (see `freetickets models`)")
     if not isinstance(cfg.data, str) or not cfg.data:
@@ -183,7 +187,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _int("explore_epochs", cfg.explore_epochs, 0)
     _int("warmup_epochs", cfg.warmup_epochs, 0)
     _int("pf_epochs", cfg.pf_epochs, 1)
-    _int("val_every_epochs", cfg.val_every_epochs, 1)
+    _int("num_workers", cfg.num_workers, 0)
     _int("update_interval", cfg.update_interval, 1, allow_none=True)
     _int("checkpoint_every_steps", cfg.checkpoint_every_steps, 1, allow_none=True)
     _int("num_samples", cfg.num_samples, 100, allow_none=True)
@@ -197,6 +201,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in cfg.refine_lr_factors
     ):
         raise UserError("refine_lr_factors: expected two positive numbers (lr factors of the two halves)")
+    _check_more(cfg)
     if cfg.member is not None:
         if cfg.method in ("dense", "edst"):
             raise UserError(f"--member: only for methods with independent members (deep, dst, pf, static), not {cfg.method}")
@@ -223,6 +228,83 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.prune_schedule == "cosine" and cfg.is_sparse and cfg.method not in ("static", "pf"):
         pass  # end step is derived from the run length
     return cfg
+
+
+_BOOL_FIELDS = ("nesterov", "channels_last", "compile", "check_consistency", "sync_batchnorm")
+# Upper bounds that catch typos (an extra zero or two) before they allocate a plan of a billion
+# epochs or generate a data set that does not fit in memory.
+_MAXIMA = {"epochs": 100_000, "explore_epochs": 100_000, "pf_epochs": 100_000, "warmup_epochs": 100_000,
+           "reference_epochs": 100_000, "members": 10_000, "num_samples": 10_000_000, "seed": 2**32 - 1}
+
+
+def _check_more(cfg: TrainConfig) -> None:
+    """Types of the boolean and path fields, upper bounds, and the data set name and its options."""
+    for name in _BOOL_FIELDS:
+        value = getattr(cfg, name, False)
+        if not isinstance(value, bool):
+            raise UserError(f"{name}: expected true or false, got {value!r}")
+    for name, maximum in _MAXIMA.items():
+        value = getattr(cfg, name)
+        if value is not None and value > maximum:
+            raise UserError(f"--{name.replace('_', '-')}: {value} is above the maximum {maximum}")
+    if any(not isinstance(k, str) or not k.isidentifier() for k in cfg.model_kwargs):
+        bad = next(k for k in cfg.model_kwargs if not isinstance(k, str) or not k.isidentifier())
+        raise UserError(f"model_kwargs: {bad!r} is not an option name")
+    for name in ("data_dir", "from_run"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            flag = "--from" if name == "from_run" else "--data-dir"
+            raise UserError(f"{flag}: expected a directory path, got {value!r}")
+    from freetickets.data import list_data
+
+    valid = list_data()
+    key = cfg.data.strip().lower().replace("-", "").replace("_", "")
+    if key not in valid:
+        hint = difflib.get_close_matches(key, valid, n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise UserError(f"--data: {cfg.data!r} is not one of {', '.join(valid)}{extra}")
+    if cfg.num_samples is not None and key != "mnist1d":
+        raise UserError(f"--num-samples: applies only to mnist1d, not {cfg.data}")
+    if cfg.from_run is not None and cfg.method != "pf":
+        raise UserError(f"--from: only for --method pf (dense parents to prune), not {cfg.method}")
+
+
+# Number of classes and input shape of each data set, known without loading it (for the up-front
+# model check). ImageNet's class count is that of the standard 1000-class set.
+DATA_SHAPES = {"mnist1d": (10, (1, 40)), "cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)),
+               "imagenet": (1000, (3, 224, 224))}
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """Build ``cfg.model`` with ``cfg.model_kwargs`` for ``cfg.data``'s shape and run one forward
+    pass of two samples, so an unknown name, a bad option or a model that cannot take the data's
+    inputs fails before any directory is created or data generated or loaded.
+
+    The probe is built on the CPU inside ``fork_rng`` (the global RNG is left as it was). Why not
+    the meta device: its first weight initialisation imports ``torch._dynamo`` (about 1 s), more
+    than building any MNIST-1D model; a paper-scale model costs about a second either way."""
+    import torch
+
+    from freetickets.models import create_model
+
+    key = cfg.data.strip().lower().replace("-", "").replace("_", "")
+    num_classes, shape = DATA_SHAPES.get(key, (10, None))
+    kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model = create_model(cfg.model, num_classes=num_classes, input_shape=shape, **kwargs)
+            if shape is not None:
+                model.eval()(torch.zeros(2, *shape))
+        del model
+    except UserError as exc:
+        msg = str(exc)
+        if msg.startswith("name: "):
+            msg = msg[len("name: "):]
+        raise UserError(f"--model: {msg}") from None
+    except Exception as exc:  # whatever the factory raises for these options is a configuration error
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"--model: cannot build {cfg.model!r} with model_kwargs {cfg.model_kwargs} for "
+                        f"{cfg.data}: {first}") from None
 
 
 def _normalise_key(key: str) -> str:
@@ -252,15 +334,18 @@ def _coerce_types(cfg: TrainConfig, source: str) -> None:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            setattr(cfg, f.name, float(value))
-        elif isinstance(default, float) and isinstance(value, str):
-            try:
+        where = f"--{f.name.replace('_', '-')}" if source == "arguments" else f"{source}: '{f.name}'"
+        try:
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 setattr(cfg, f.name, float(value))
-            except ValueError:
-                raise UserError(f"{source}: '{f.name}' expects a number, got {value!r}") from None
-        elif f.name in ("grad_clip", "update_end_fraction") and isinstance(value, int) and not isinstance(value, bool):
-            setattr(cfg, f.name, float(value))
+            elif isinstance(default, float) and isinstance(value, str):
+                setattr(cfg, f.name, float(value))
+            elif f.name in ("grad_clip", "update_end_fraction") and isinstance(value, int) and not isinstance(value, bool):
+                setattr(cfg, f.name, float(value))
+            elif f.name == "update_interval" and isinstance(value, str) and value.strip().lower() in ("none", "null", "off"):
+                setattr(cfg, f.name, None)  # as the --update-interval flag accepts
+        except (ValueError, OverflowError):
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
 
 
 def preset_dir() -> Path:

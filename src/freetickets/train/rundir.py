@@ -6,8 +6,10 @@ sparsity, tickets, FLOPs), so nothing ever parses a path to learn it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +62,21 @@ class RunDir:
         """Create the directory, or check that it may be resumed or overwritten."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--out: {self.root} exists and is not a directory")
-        existing = self.root.is_dir() and any(self.root.iterdir())
+        # A run that failed during setup (bad --from, data or model) leaves only an empty tickets/
+        # folder: that is not a run, so a corrected command may reuse the directory.
+        existing = self.root.is_dir() and any(
+            not (c.name == "tickets" and c.is_dir() and not any(c.iterdir())) for c in self.root.iterdir()
+        )
         if resume:
-            if not self.config.is_file():
+            if self.config.is_file():
+                self._probe_writable()
+                self._remove_partial_writes()
+                return
+            if existing:
                 raise UserError(f"--resume: {self.root} holds no run to resume (no config.yaml)")
-            return
+            # Killed before its first file was written (or never started): resuming starts it, so
+            # the same command line can be re-run after any interruption.
+        self._probe_writable()
         if existing:
             if not overwrite:
                 raise UserError(f"--out: {self.root} already exists; use --resume to continue it or --overwrite to replace it")
@@ -80,6 +92,34 @@ class RunDir:
             self.tickets.mkdir(exist_ok=True)
         except OSError as exc:
             raise UserError(f"--out: cannot create {self.root}: {exc.strerror}") from None
+        self._probe_writable()
+
+    def _remove_partial_writes(self) -> None:
+        """Delete temporary files of atomic writes cut short by a kill (``.NAME.*.tmp``); the files
+        under their final names are complete (the previous version or the new one)."""
+        for folder in (self.root, self.tickets, self.parents):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    try:
+                        tmp.unlink()
+                    except OSError:
+                        pass
+
+    def _probe_writable(self) -> None:
+        """Fail now, with one line, if the directory cannot take new files (read-only, no
+        permission, full disk), rather than after the first epoch; nothing existing is touched."""
+        if not self.root.is_dir():
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=self.root)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as exc:
+            raise UserError(f"--out: cannot write in {self.root}: {exc.strerror or exc}") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest, manifest)
@@ -95,6 +135,22 @@ class RunDir:
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         append_line(self.metrics, json.dumps(row, sort_keys=False))
+
+    def truncate_metrics(self, rows: int) -> None:
+        """Keep the first ``rows`` complete rows of ``metrics.jsonl`` (atomically): on resume, the
+        rows logged after the checkpoint are dropped because those epochs run again."""
+        if not self.metrics.is_file():
+            return
+        kept = [line for line in self.metrics.read_text(encoding="utf-8").splitlines() if _is_json(line)][:rows]
+        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return bool(line.strip())
 
 
 def load_complete_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -138,7 +194,8 @@ def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tup
         "input_shape": list(input_shape),
         "normalization": normalization,
         "members": members,
-        "seeds": [cfg_dict["seed"] + k for k in range(members)],
+        # EDST is one run with one seed; the other methods train member k with seed + k.
+        "seeds": [cfg_dict["seed"]] if method == "edst" else [cfg_dict["seed"] + k for k in range(members)],
         "sparsity": cfg_dict["sparsity"] if method in ("dst", "edst", "pf", "static") else 0.0,
         "package_version": __version__,
         "git_revision": git_revision(),

@@ -22,8 +22,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from freetickets.errors import NonFiniteError, UserError
-from freetickets.train.config import TrainConfig, to_yaml, validate
-from freetickets.train.distributed import DistInfo, barrier, init_distributed, shard_batch
+from freetickets.train.config import TrainConfig, check_model, to_yaml, validate
+from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed,
+                                           convert_sync_batchnorm, init_distributed, loss_scale, run_on_main)
+from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
 from freetickets.train.schedules import EpochSpec, edst_plan, finetune_plan, standard_plan, warmup_factor
 from freetickets.utils.io import atomic_torch_save, safe_torch_load
@@ -136,6 +138,13 @@ class Trainer:
         self.overwrite = overwrite
         self.progress = progress
         self.callback = callback
+        # Everything that can be checked without data is checked now, before any directory is
+        # touched or data generated: the device, the model (built on the meta device for the data
+        # set's shape) and PF's parent run.
+        resolve_device(self.cfg.device)
+        check_model(self.cfg)
+        if self.cfg.method == "pf" and self.cfg.from_run is not None:
+            self._check_pf_parents(None)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> RunContext:
@@ -145,15 +154,19 @@ class Trainer:
 
         cfg = self.cfg
         device = resolve_device(cfg.device)
-        dist_info = init_distributed(device)
+        dist_info = init_distributed(device, cfg.dist_backend)
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        if dist_info.is_main:
-            self.run.prepare(resume=self.resume, overwrite=self.overwrite)
-        barrier(dist_info)
         data = load_data(cfg.data, cfg.data_dir, num_samples=cfg.num_samples, seed=0, device=device)
+        if "num_classes" in cfg.model_kwargs and cfg.model_kwargs["num_classes"] != data.num_classes:
+            raise UserError(f"model_kwargs: num_classes {cfg.model_kwargs['num_classes']!r} does not match the "
+                            f"{data.num_classes} classes of {cfg.data}")
+        # Only after the data loaded (a bad data directory leaves no half-made run directory), and
+        # only rank 0 touches the run directory; its one-line error is raised on every rank.
+        run_on_main(lambda: self.run.prepare(resume=self.resume, overwrite=self.overwrite), dist_info)
+        model_kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
         factory = lambda: create_model(cfg.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape),
-                                       **cfg.model_kwargs)
+                                       **model_kwargs)
         with torch.random.fork_rng(devices=[]):
             probe = factory()
         layer_flops = dense_layer_flops(probe, tuple(data.input_shape))
@@ -164,10 +177,13 @@ class Trainer:
             self._check_pf_parents(ctx)
         return ctx
 
-    def _check_pf_parents(self, ctx: RunContext) -> None:
+    def _check_pf_parents(self, ctx: RunContext | None) -> None:
         from freetickets.train.rundir import load_complete_manifest
 
-        m = load_complete_manifest(self.cfg.from_run)
+        try:
+            m = load_complete_manifest(self.cfg.from_run)
+        except UserError as exc:  # name the flag: the message alone does not say which path is wrong
+            raise UserError(f"--from: {exc}") from None
         if m.get("method") not in ("deep", "dense"):
             raise UserError(f"--from: {self.cfg.from_run} is a '{m.get('method')}' run; PF needs dense parents (a deep or dense run)")
         if m.get("model") != self.cfg.model or m.get("data") != self.cfg.data:
@@ -175,7 +191,8 @@ class Trainer:
         needed = [self.cfg.member] if self.cfg.member is not None else list(range(self.cfg.members))
         if len(m["tickets"]) < max(needed) + 1:
             raise UserError(f"--from: {self.cfg.from_run} has {len(m['tickets'])} dense models; --members {self.cfg.members} needs more")
-        ctx.state["pf_parent_manifest"] = m
+        if ctx is not None:  # None: the up-front check in __init__
+            ctx.state["pf_parent_manifest"] = m
 
     # ------------------------------------------------------------------ main
     def fit(self) -> dict[str, Any]:
@@ -194,6 +211,7 @@ class Trainer:
             if ctx.dist.is_main:
                 run.write_config(to_yaml(cfg))
                 run.write_manifest(manifest)
+                run.truncate_metrics(0)  # a resumed run that had no checkpoint yet starts over
         else:
             manifest = run.read_manifest()
             if manifest.get("status") == "complete":
@@ -202,6 +220,9 @@ class Trainer:
             pf = ctx.state.get("pf_parent_manifest")
             ctx.state = ckpt["run_state"]
             ctx.state["pf_parent_manifest"] = pf
+            if ctx.dist.is_main and ctx.state.get("metrics_rows") is not None:
+                # drop the rows of epochs after the checkpoint: they are trained (and logged) again
+                run.truncate_metrics(ctx.state["metrics_rows"])
         jobs = plan_jobs(cfg)
         for index, job in enumerate(jobs):
             if index < ctx.state["job_index"]:
@@ -216,6 +237,7 @@ class Trainer:
                 manifest = self._manifest_update(ctx, manifest, complete=False)
         manifest = self._manifest_update(ctx, manifest, complete=True)
         barrier(ctx.dist)
+        cleanup_distributed(ctx.dist)
         return manifest
 
     # ------------------------------------------------------------------ manifest
@@ -225,7 +247,7 @@ class Trainer:
         cfg = self.cfg
         tickets = sorted(ctx.state["tickets"], key=lambda t: t["member"])
         lf = ctx.layer_flops
-        n_train = int(ctx.data.train.x.shape[0]) if hasattr(ctx.data.train, "x") else None
+        n_train = split_size(ctx.data.train)
         ref_epochs = cfg.reference_epochs or cfg.epochs
         dense_fwd = float(lf.total)
         manifest["tickets"] = tickets
@@ -260,7 +282,8 @@ class Trainer:
             raise UserError(f"{self.run.checkpoint}: not a freetickets checkpoint")
         saved = ckpt.get("config", {})
         for key, value in self.cfg.to_dict().items():
-            if key in ("device", "data_dir", "checkpoint_every_steps", "compile"):
+            if key in ("device", "data_dir", "checkpoint_every_steps", "compile", "num_workers", "dist_backend",
+                       "check_consistency", "eval_batch_size"):
                 continue
             if key in saved and saved[key] != value:
                 raise UserError(f"--resume: '{key}' differs from the saved run ({saved[key]!r} there, {value!r} now)")
@@ -273,6 +296,8 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(job.seed)
         model = ctx.model_factory().to(ctx.device)
+        if cfg.sync_batchnorm:
+            model = convert_sync_batchnorm(model, ctx.device, ctx.dist)
         if cfg.channels_last and ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(cfg, model, job.plan[0].lr)
@@ -315,11 +340,11 @@ class Trainer:
             path = Path(self.cfg.from_run) / m["tickets"][job.member]["file"]
         else:
             path = self.run.parent(job.member)
+            barrier(ctx.dist)  # rank 0 wrote the parent; other ranks read it only after that
         ticket_to_model(load_ticket(path), model)
 
     def _steps_per_epoch(self, ctx: RunContext) -> int:
-        n = int(ctx.data.train.x.shape[0])
-        return math.ceil(n / self.cfg.batch_size)
+        return steps_per_epoch(ctx.data, self.cfg.batch_size)
 
     def _autocast(self, ctx: RunContext):
         if self.cfg.precision == "bf16":
@@ -371,18 +396,18 @@ class Trainer:
         for spec in job.plan[start_epoch:]:
             t0 = time.time()
             model.train()
-            it = BatchIterator(data.train, cfg.batch_size, shuffle=True, seed=job.seed, epoch=spec.epoch,
-                               augment=data.augment, normalize=data.normalize,
-                               start_batch=start_batch if spec.epoch == start_epoch else 0)
+            it = TrainBatches(data, cfg.batch_size, seed=job.seed, epoch=spec.epoch,
+                              start_batch=start_batch if spec.epoch == start_epoch else 0, info=ctx.dist,
+                              device=ctx.device, num_workers=cfg.num_workers)
             if ctx.progress:
                 from tqdm import tqdm
 
                 pbar = tqdm(total=len(it), initial=start_batch if spec.epoch == start_epoch else 0, leave=False,
                             desc=self._desc(job, spec), unit="batch", dynamic_ncols=True)
             first_batch = start_batch if spec.epoch == start_epoch else 0
-            for b, (x, y) in enumerate(it, start=first_batch):
-                global_batch = x.shape[0]
-                x, y = shard_batch(x, y, ctx.dist)
+            for b, (x, y, global_batch) in enumerate(it, start=first_batch):
+                if global_batch < ctx.dist.world_size:
+                    continue  # a final batch too small to give every rank a sample (all ranks skip it)
                 lr = spec.lr * warmup_factor(global_step, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -392,6 +417,8 @@ class Trainer:
                     logits = train_model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 loss_value = float(loss.detach())
+                if ctx.dist.enabled:  # DDP averages over ranks: weight slices by size (exact global mean)
+                    loss = loss * loss_scale(int(y.shape[0]), global_batch, ctx.dist)
                 if not math.isfinite(loss_value):
                     raise NonFiniteError(
                         f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {global_step}, member {job.member}"
@@ -415,18 +442,31 @@ class Trainer:
                 if pbar is not None:
                     pbar.update(1)
                     pbar.set_postfix(loss=f"{sums['loss'] / max(sums['seen'], 1):.3f}", lr=f"{lr:.3g}", refresh=False)
-                if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 and b + 1 < len(it):
+                # (len(it) counts the batches left: b + 1 < first_batch + len(it) skips only the
+                # epoch's last batch, whose state the end-of-epoch checkpoint saves. This also keeps
+                # exact resume: the EDST jump after the epoch grows by the last batch's gradient,
+                # which is not checkpointed, so it must follow that batch in the same process.)
+                if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 \
+                        and b + 1 < first_batch + len(it):
+                    self._check_finite(model, job, spec, global_step, "before a checkpoint")
                     self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
             if pbar is not None:
                 pbar.close()
                 pbar = None
             # ---- end of epoch: validation, selection, tickets, EDST jumps
-            for name, p in model.named_parameters():
-                if not torch.isfinite(p).all():
-                    raise NonFiniteError(f"non-finite weight '{name}' after epoch {spec.epoch}, member {job.member}; "
-                                         f"the last good checkpoint is kept in {run.checkpoint}")
-            val_loss, val_acc = evaluate_split(model, data.val.x, data.val.y, cfg.eval_batch_size, data.normalize,
-                                               ctx.device, autocast)
+            self._check_finite(model, job, spec, global_step, "at the end of the epoch")
+            # Every rank continues with (and rank 0 saves) rank 0's BatchNorm statistics; validation is
+            # sharded and all-reduced, so every rank takes the same selection/jump decisions.
+            broadcast_buffers(model, ctx.dist)
+            val_loss, val_acc = evaluate_sharded(model, data.val, cfg.eval_batch_size, data.normalize, ctx.device,
+                                                 ctx.dist, autocast, cfg.num_workers,
+                                                 cfg.channels_last and ctx.device.type == "cuda")
+            if ctx.dist.enabled:
+                totals = all_reduce_sum(torch.tensor([sums["loss"], sums["correct"], sums["seen"]],
+                                                     dtype=torch.float64, device=ctx.device), ctx.dist).tolist()
+                epoch_sums = {"loss": totals[0], "correct": totals[1], "seen": totals[2]}
+            else:
+                epoch_sums = sums
             takes_tickets = not (job.tickets == "phase" and spec.phase == "explore")
             improved = False
             if takes_tickets and (best is None or val_acc > best["val_accuracy"]):
@@ -439,8 +479,8 @@ class Trainer:
             stats = engine.stats() if engine is not None else None
             row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
                    "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
-                   "train_loss": sums["loss"] / max(sums["seen"], 1),
-                   "train_accuracy": sums["correct"] / max(sums["seen"], 1),
+                   "train_loss": epoch_sums["loss"] / max(epoch_sums["seen"], 1),
+                   "train_accuracy": epoch_sums["correct"] / max(epoch_sums["seen"], 1),
                    "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
                    "sparsity": stats["sparsity"] if stats else 0.0,
                    "explored_fraction": stats.get("explored_fraction") if stats else None,
@@ -448,6 +488,8 @@ class Trainer:
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
             if ctx.dist.is_main:
                 run.log_metrics(row)
+            # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
+            ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
             log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
                      self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
                      row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
@@ -461,6 +503,7 @@ class Trainer:
                     densities, topo = engine.densities(), engine.topology_version
             start_batch = 0
             if spec.epoch + 1 < len(job.plan):
+                self._check_finite(model, job, spec, global_step, "before a checkpoint")
                 self._save_checkpoint(ctx, job_state(spec.epoch + 1, 0))
         # ---- end of job
         if job.tickets == "best":
@@ -473,6 +516,15 @@ class Trainer:
         ctx.state["train_flops_total"] += flops.total
         if job.kind == "finetune" and self.cfg.from_run is not None:
             ctx.state["train_flops_total"] += self._parent_flops(ctx, job)
+
+    def _check_finite(self, model: nn.Module, job: Job, spec: EpochSpec, step: int, when: str) -> None:
+        """Raise :class:`NonFiniteError` (naming epoch, step and member) if a parameter or buffer is
+        NaN/Inf, so a diverged model never overwrites the last good checkpoint or a ticket."""
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise NonFiniteError(
+                    f"non-finite weight '{name}' {when} at epoch {spec.epoch}, step {step}, member {job.member}"
+                    f" ({job.kind}); the last good checkpoint is kept in {self.run.checkpoint}")
 
     def _parent_flops(self, ctx: RunContext, job: Job) -> float:
         if job.kind != "finetune":
@@ -488,8 +540,10 @@ class Trainer:
 
         if best is None:
             raise RuntimeError("no validation result recorded for a ticket")
-        masks = load_ticket(path).masks if ctx.dist.is_main or path.is_file() else {}
-        densities = {name: float(m.float().mean()) for name, m in masks.items()}
+        # Only rank 0 wrote the ticket and only rank 0 writes the manifest built from this entry.
+        masks = load_ticket(path).masks if ctx.dist.is_main else {}
+        # Exact active/numel (a float32 mean is off in the 8th digit, and FLOPs use these).
+        densities = {name: int(m.sum()) / m.numel() for name, m in masks.items()}
         total = sum(m.numel() for m in masks.values())
         active = sum(int(m.sum()) for m in masks.values())
         entry = {"file": str(path.relative_to(self.run.root)), "member": index, "seed": job.seed,

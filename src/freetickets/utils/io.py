@@ -7,10 +7,13 @@ never leaves a half-written file under the final name. Every ``torch.load`` uses
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,8 +38,11 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(exc, path) from None
     try:
         # mkstemp creates 0600 files; give the result the usual permissions (0666 minus umask).
         umask = os.umask(0)
@@ -47,13 +53,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_error(exc, path) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _write_error(exc: OSError, path: Path) -> OSError:
+    """The same kind of ``OSError`` (so callers that tolerate write failures still can), naming
+    the destination (not the temporary file) and saying that its previous version is intact."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    # OSError(errno, ...) picks the matching subclass (PermissionError for EACCES, ...)
+    return OSError(exc.errno, f"cannot write ({why}); its previous version, if any, is intact", str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -70,7 +86,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write`. ``obj`` should hold only tensors and plain data."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (e.g. a full disk) as RuntimeError
+        if "write" not in str(exc).lower():
+            raise
+        raise OSError(errno.EIO, "cannot write (the write failed; is the disk full?); its previous version, "
+                                 "if any, is intact", str(path)) from None
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
@@ -91,12 +114,23 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise on stderr for a file that is refused anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         msg = str(exc)
-        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+        found = re.search(r"GLOBAL ([\w.]+)", msg)
+        if found or "Unsupported global" in msg:
+            what = f" ({found.group(1)})" if found else ""
             raise UnsafeFileError(
-                f"{path}: refused to load: the file carries pickled objects that could run code"
+                f"{path}: refused to load: the file carries pickled objects that could run code{what}"
+            ) from None
+        if "weights_only" in msg or "Weights only" in msg:
+            # the restricted unpickler met an instruction it does not run: random bytes, or a pickle
+            # of something other than tensors and plain containers
+            raise UnsafeFileError(
+                f"{path}: refused to load: not a plain-data torch file (corrupt, or pickled objects)"
             ) from None
         raise UserError(f"{path}: corrupt or truncated file ({type(exc).__name__})") from None
 

@@ -1,0 +1,116 @@
+"""Shared pieces of the reliability tests: tiny configurations, interrupting a run in-process,
+and a bitwise comparison of two run directories' tickets and manifests."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import freetickets.models as models_pkg
+from freetickets.ensembles.tickets import load_ticket
+from freetickets.train import train
+from freetickets.train.config import resolve
+
+# A few seconds of CPU for the slowest method: 1000 MNIST-1D samples -> 720 training samples,
+# 12 steps of 64 per epoch.
+BASE: dict[str, Any] = dict(model="mlp", num_samples=1000, batch_size=64, device="cpu", members=2,
+                            update_interval=3, eval_batch_size=256)
+METHODS: dict[str, dict[str, Any]] = {
+    "dense": dict(epochs=3),
+    "deep": dict(epochs=2),
+    "dst": dict(epochs=2),
+    "static": dict(epochs=2),
+    "edst": dict(epochs=4, explore_epochs=1, members=3, jump_fraction=0.7),
+    "pf": dict(epochs=2, pf_epochs=2),
+}
+
+
+def config(method: str, **extra: Any):
+    return resolve(None, {**BASE, "method": method, **METHODS[method], **extra})
+
+
+def cli_args(method: str, **extra: Any) -> list[str]:
+    """The same configuration as ``config`` as ``freetickets train`` flags (via ``--set``)."""
+    values = {**BASE, **METHODS[method], **extra}
+    args = ["--method", method]
+    for key, value in values.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args
+
+
+class Interrupt(Exception):
+    """Stands in for a crash at a chosen training step."""
+
+
+_CREATE_MODEL = models_pkg.create_model  # the real one, whatever earlier counters patched in
+
+
+class StepCounter:
+    """Counts training steps (forward passes of a model in training mode with autograd on) of
+    every model the trainer builds, and raises :class:`Interrupt` on step ``stop_at`` (1-based)."""
+
+    def __init__(self, monkeypatch, stop_at: int | None = None):
+        self.steps = 0
+        self.stop_at = stop_at
+        def create_model(*args, **kwargs):
+            model = _CREATE_MODEL(*args, **kwargs)
+            model.register_forward_pre_hook(self._hook)
+            return model
+
+        monkeypatch.setattr(models_pkg, "create_model", create_model)
+
+    def _hook(self, module, inputs):
+        if module.training and torch.is_grad_enabled():
+            self.steps += 1
+            if self.stop_at is not None and self.steps >= self.stop_at:
+                raise Interrupt(f"interrupted at step {self.steps}")
+
+
+def run_interrupted(cfg, out: Path, monkeypatch, stops: list[int]) -> int:
+    """Train ``cfg`` into ``out``, crashing after each number of steps in ``stops`` (counted from
+    the start of each process, as a real restart would) and resuming; returns how many times it
+    crashed."""
+    crashes = 0
+    for i, stop in enumerate([*stops, None]):
+        StepCounter(monkeypatch, stop)
+        try:
+            train(cfg, out, resume=i > 0)
+        except Interrupt:
+            crashes += 1
+            manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+            assert manifest.get("status", "running") == "running"
+    return crashes
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    if t.is_floating_point():
+        return t.contiguous().view(torch.uint8) if t.numel() else t
+    return t
+
+
+def assert_same_tickets(a: Path, b: Path) -> None:
+    """Bitwise-equal ticket files and equal manifest ticket entries and FLOPs totals."""
+    ma = json.loads((Path(a) / "manifest.json").read_text())
+    mb = json.loads((Path(b) / "manifest.json").read_text())
+    assert ma["status"] == mb["status"] == "complete"
+    assert ma["tickets"] == mb["tickets"]
+    assert ma["flops"] == mb["flops"]
+    assert ma["members"] == mb["members"]
+    assert len(ma["tickets"]) == ma["members"]
+    for entry in ma["tickets"]:
+        ta, tb = load_ticket(Path(a) / entry["file"]), load_ticket(Path(b) / entry["file"])
+        assert ta.meta == tb.meta
+        assert list(ta.state_dict) == list(tb.state_dict)
+        for name in ta.state_dict:
+            x, y = ta.state_dict[name], tb.state_dict[name]
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            assert torch.equal(_bits(x), _bits(y)), f"{entry['file']}: {name} differs"
+        assert list(ta.masks) == list(tb.masks)
+        for name in ta.masks:
+            assert torch.equal(ta.masks[name], tb.masks[name]), f"{entry['file']}: mask {name} differs"
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
