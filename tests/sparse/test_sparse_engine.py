@@ -422,3 +422,29 @@ def test_cuda_masks_follow_device_and_match_cpu():
         assert_masked_zero(model, engine)
         assert engine.densities() == {n: int(m.sum()) / m.numel() for n, m in masks[device].items()}
     assert all(torch.equal(masks["cpu"][n], masks["cuda"][n]) for n in masks["cpu"])
+
+
+def test_fast_update_helpers_match_torch():
+    """The CPU helpers of the update path give exactly the torch results."""
+    from freetickets.sparse.engine import _pack_bits_fast, _zero_at
+    from freetickets.sparse.masks import pack_bits
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 8, 1001, 4096):
+        m = torch.rand(n, generator=g) < 0.3
+        assert torch.equal(_pack_bits_fast(m.view(-1, 1)), pack_bits(m.view(-1, 1)))
+    where = torch.rand(30, 40, generator=g) < 0.2
+    for make_t in (lambda x: x, lambda x: torch.nn.Parameter(x), lambda x: x.t().contiguous().t(),
+                   lambda x: x.double(), lambda x: x.half()):
+        base = -torch.rand(30, 40, generator=g)  # negative values: zeros must be +0.0
+        base[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+        where[0, :2] = True  # NaN and inf selected: become +0.0; -inf and -0.0 kept bitwise
+        where[0, 2:4] = False
+        t = make_t(base.clone())
+        version = t._version
+        _zero_at(t, where)
+        expected = make_t(base.clone()).detach().masked_fill(where, 0)
+        assert torch.equal(t.detach().contiguous().view(torch.uint8), expected.contiguous().view(torch.uint8))
+        assert not torch.signbit(t.detach()[where]).any()
+        if isinstance(t, torch.nn.Parameter):
+            assert t._version > version

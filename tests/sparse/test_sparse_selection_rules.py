@@ -1,6 +1,7 @@
 """Exact selection, tie rule and the prune/grow rules on small hand-made tensors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -141,26 +142,85 @@ def test_registries_and_unknown_names():
         get_grow_rule("nope")
 
 
+def _reference(scores, cand, k, largest, magnitude):
+    """Stable-sort reference: NaN after every number (also after +-inf), ties by lower index."""
+    key = scores.float().abs() if magnitude else scores.float()
+    vals, c = key.tolist(), cand.reshape(-1).tolist()
+
+    def order(i):
+        v = vals[i]
+        return (1, 0.0, i) if v != v else (0, -v if largest else v, i)
+
+    ranked = sorted((i for i in range(len(vals)) if c[i]), key=order)
+    return sorted(ranked[:k])
+
+
+def _tricky_scores(g, n, kind):
+    if kind == "ints":  # many ties
+        s = torch.randint(-40, 40, (n,), generator=g).float()
+    elif kind == "few":  # very many ties
+        s = torch.randint(-2, 3, (n,), generator=g).float()
+    else:
+        s = torch.randn(n, generator=g)
+    s[torch.rand(n, generator=g) < 0.03] = float("nan")
+    s[torch.rand(n, generator=g) < 0.05] = -0.0
+    s[torch.rand(n, generator=g) < 0.05] = 0.0
+    s[torch.rand(n, generator=g) < 0.005] = float("inf")
+    s[torch.rand(n, generator=g) < 0.005] = -float("inf")
+    return s
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+@pytest.mark.parametrize("kind", ["ints", "few", "normal"])
 @pytest.mark.parametrize("largest", [False, True])
 @pytest.mark.parametrize("magnitude", [False, True])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_prefilter_path_gives_the_exact_answer(monkeypatch, largest, magnitude, seed):
-    """Large candidate sets are narrowed by a sampled threshold first; the result must be the
-    same as a stable-sort reference (ties included: integer-valued scores tie a lot)."""
+def test_band_and_full_paths_match_reference(monkeypatch, use_numpy, kind, largest, magnitude):
+    """Both implementations (numpy on CPU; torch, as on CUDA) of both paths (sampled band for
+    large candidate sets, full ranking otherwise) equal a stable-sort reference: ties, NaN,
+    -0.0 == 0.0, +-inf, k = 0, k = m, k beyond the last number (NaN chosen by index)."""
     import freetickets.sparse.selection as sel
 
-    g = torch.Generator().manual_seed(seed)
-    scores = torch.randint(-50, 50, (20000,), generator=g).float()
-    scores[::997] = float("nan")
-    cand = torch.rand(20000, generator=g) < 0.7
-    k = 1234
+    monkeypatch.setattr(sel, "_USE_NUMPY", use_numpy)
+    monkeypatch.setattr(sel, "BAND_MIN_CANDIDATES", 2000)
+    g = torch.Generator().manual_seed(["ints", "few", "normal"].index(kind) * 4 + 2 * largest + magnitude)
+    n = 12000
+    scores = _tricky_scores(g, n, kind)
+    cand = torch.rand(n, generator=g) < 0.8
+    m = int(cand.sum())
+    numbers = int((cand & ~torch.isnan(scores)).sum())
     fn = select_largest if largest else select_smallest
-    expected = fn(scores, cand, k, magnitude=magnitude)  # default: no prefilter at this size
-    monkeypatch.setattr(sel, "PREFILTER_MIN_CANDIDATES", 1000)
-    got = fn(scores, cand, k, magnitude=magnitude)
-    assert torch.equal(got, expected)
+    for k in (0, 1, 37, m // 8, m // 2, m - m // 8, numbers, numbers + 3, m - 1, m):
+        got = fn(scores.view(100, 120), cand.view(100, 120), k, magnitude=magnitude)
+        assert got.shape == (100, 120) and got.dtype == torch.bool
+        assert idx(got) == _reference(scores, cand, k, largest, magnitude), k
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_band_path_is_taken_and_exact(largest, magnitude):
+    """On a large candidate set the sampled band succeeds (no fallback) and gives the exact answer."""
+    import freetickets.sparse.selection as sel
+
+    g = torch.Generator().manual_seed(5)
+    n = 200_000
+    scores = torch.randint(-500, 500, (n,), generator=g).float() / 7
+    cand = torch.rand(n, generator=g) < 0.6
+    m, k = int(cand.sum()), 20_011
     key = scores.abs() if magnitude else scores
-    key = torch.where(torch.isnan(key), torch.tensor(float("inf") if not largest else -float("inf")), key)
-    order = sorted(((-v if largest else v), i) for i, v in enumerate(key.tolist()) if cand[i])
-    assert idx(got) == sorted(i for _, i in order[:k])
-    assert sel._prefilter(scores, cand, k, int(cand.sum()), largest, magnitude) is not None
+    out_np = sel._band_select_np(key.numpy(), cand.numpy(), k, m, largest)
+    out_t = sel._band_select(key, cand, k, m, largest)
+    assert out_np is not None and out_t is not None
+    expected = _reference(scores, cand, k, largest, magnitude)
+    assert np.flatnonzero(out_np).tolist() == expected
+    assert idx(out_t) == expected
+    fn = select_largest if largest else select_smallest
+    assert idx(fn(scores, cand, k, magnitude=magnitude)) == expected
+
+
+def test_integer_and_half_scores_rank_as_float32():
+    g = torch.Generator().manual_seed(2)
+    ints = torch.randint(-9, 9, (500,), generator=g)
+    cand = torch.rand(500, generator=g) < 0.7
+    assert torch.equal(select_smallest(ints, cand, 100, magnitude=True), select_smallest(ints.float(), cand, 100, magnitude=True))
+    half = torch.randn(500, generator=g).half()
+    assert torch.equal(select_largest(half, cand, 77), select_largest(half.float(), cand, 77))

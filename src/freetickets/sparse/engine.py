@@ -103,6 +103,28 @@ def _pack_bits_fast(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
 
 
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
+
+
+@torch.no_grad()
+def _zero_at(tensor: torch.Tensor, where: torch.Tensor) -> None:
+    """``tensor.masked_fill_(where, 0)``; on CPU written in place by ``numpy.copyto`` (no
+    intra-op thread-pool wake-up), then an empty in-place torch op on a view moves autograd's
+    version counter exactly as ``masked_fill_`` would."""
+    if tensor.device.type != "cpu" or where.device.type != "cpu" or tensor.dtype not in _NUMPY_DTYPES:
+        tensor.masked_fill_(where, 0)
+        return
+    t_np, w_np = tensor.detach().numpy(), where.numpy()
+    if t_np.dtype == np.float32 and t_np.flags.c_contiguous and w_np.flags.c_contiguous:
+        # Branch-free: AND the bit patterns with 0 (selected) or all ones (kept), so selected
+        # entries become +0.0 and the others keep their exact bits (NaN, inf and -0.0 included).
+        keep = np.subtract(w_np.view(np.uint8), 1, dtype=np.int32)
+        np.bitwise_and(t_np.view(np.int32), keep, out=t_np.view(np.int32))
+    else:
+        np.copyto(t_np, 0, where=w_np)
+    tensor.as_strided((0,), (1,)).zero_()
+
+
 class SparseEngine:
     """Dynamic sparse training engine (masks, exact sparsity, prune-and-regrow updates).
 
@@ -314,19 +336,29 @@ class SparseEngine:
                 continue
             removed = self._prune_rule(p, mask, k)
             self._check_selection(removed, mask, k, name, "prune")
-            eligible = ~mask
+            on_cpu = mask.device.type == "cpu"
+            eligible = torch.from_numpy(np.logical_not(mask.numpy())) if on_cpu else ~mask
             state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
             context = GrowContext(grad=p.grad, optimizer_state=state, generator=self._generator, name=name)
             grown = self._grow_rule(p, eligible, k, context)
             self._check_selection(grown, eligible, k, name, "grow")
             del eligible
-            mask.logical_xor_(removed)  # removed is a subset of mask: this clears exactly those
-            mask.logical_or_(grown)
-            p.masked_fill_(removed, 0)  # grown positions were inactive, hence already exactly 0
+            if on_cpu:  # numpy on zero-copy views: no intra-op thread-pool wake-ups (see selection)
+                mask_np = mask.numpy()
+                np.logical_xor(mask_np, removed.numpy(), out=mask_np)  # removed is a subset of mask
+                np.logical_or(mask_np, grown.numpy(), out=mask_np)
+            else:
+                mask.logical_xor_(removed)  # removed is a subset of mask: this clears exactly those
+                mask.logical_or_(grown)
+            _zero_at(p, removed)  # grown positions were inactive, hence already exactly 0
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                    value.masked_fill_(grown, 0)
-            self._ever_active[i].bitwise_or_(_pack_bits_fast(grown))
+                    _zero_at(value, grown)
+            if on_cpu:
+                ever = self._ever_active[i].numpy()
+                np.bitwise_or(ever, _pack_bits_fast(grown).numpy(), out=ever)
+            else:
+                self._ever_active[i].bitwise_or_(_pack_bits_fast(grown))
             moved += k
         self._update_count += 1
         self.pruned_total += moved
@@ -342,7 +374,12 @@ class SparseEngine:
     def _check_selection(selected: Any, allowed: torch.Tensor, k: int, name: str, what: str) -> None:
         if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool or selected.shape != allowed.shape:
             raise RuntimeError(f"{what} rule for {name}: must return a bool tensor of shape {tuple(allowed.shape)}")
-        if int(torch.count_nonzero(selected)) != k or int(torch.count_nonzero(selected & allowed)) != k:
+        if selected.device.type == "cpu" and allowed.device.type == "cpu":
+            sel_np = selected.numpy()
+            exact = int(np.count_nonzero(sel_np)) == k and int(np.count_nonzero(sel_np & allowed.numpy())) == k
+        else:
+            exact = int(torch.count_nonzero(selected)) == k and int(torch.count_nonzero(selected & allowed)) == k
+        if not exact:
             raise RuntimeError(f"{what} rule for {name}: must select exactly {k} allowed positions")
 
     # ------------------------------------------------------------------ introspection

@@ -1,14 +1,22 @@
 """Exact, deterministic top-k selection on a subset of a tensor, and exact integer rounding.
 
 Every prune and grow rule reduces to "pick exactly ``k`` of these candidate positions with the
-smallest (or largest) score". Doing that with a full sort is O(n log n) and allocates index
-tensors of the full size; here the candidates are gathered first (``scores[candidates]``, a copy
-of only the subset), the k-th value is found with ``kthvalue`` (a selection, O(m)), and only the
-positions *tied* with the k-th value need an index list.
+smallest (or largest) score". No full sort and no index list over all candidates is built:
+
+* large candidate sets (``BAND_MIN_CANDIDATES``): a strided sample of the candidates gives two
+  scores bracketing the k-th; two comparison passes split the candidates into a "surely chosen"
+  set and a thin boundary band, and only the band (typically ~1% of the candidates) is gathered
+  and ranked exactly (see :func:`_band_select`); an unlucky sample falls back to the next path;
+* otherwise the candidates are gathered in flat-index order and ranked with a selection
+  (``np.partition`` / ``kthvalue``, O(m)); only positions tied with the k-th value are counted
+  with a cumulative sum.
+
+On CPU the steps run in numpy on zero-copy views of the tensors (no intra-op thread-pool
+wake-ups); on other devices the same steps run in torch.
 
 Tie rule (used everywhere in :mod:`freetickets.sparse`): among equal scores the position with the
 **lower flat index is selected first**. NaN scores are treated as the least preferred value
-(selected last). This makes every update a deterministic function of its inputs, on CPU and CUDA.
+(selected last, after -inf or +inf too). This makes every update a deterministic function of its inputs, on CPU and CUDA.
 """
 from __future__ import annotations
 
@@ -129,6 +137,94 @@ def _band_select(key: torch.Tensor, flat_c: torch.Tensor, k: int, m: int, larges
     return sure
 
 
+# ---------------------------------------------------------------- CPU: the same steps in numpy
+# On CPU every step runs in numpy on zero-copy views: the work per layer is a handful of
+# byte-scanning passes plus small selections, and numpy runs them without waking torch's intra-op
+# thread pool (on a busy 2-core machine each wake-up cost more than the work itself).
+_USE_NUMPY = True
+
+
+def _choose_np(vals: np.ndarray, r: int, largest: bool) -> np.ndarray:
+    """numpy twin of :func:`_choose` (``np.partition`` also orders NaN last)."""
+    count = vals.size
+    if r == 0:
+        return np.zeros(count, dtype=bool)
+    if r == count:
+        return np.ones(count, dtype=bool)
+    nan = np.isnan(vals)
+    numbers = count - int(np.count_nonzero(nan))
+    if r >= numbers:
+        chosen = ~nan
+        if r > numbers:
+            chosen |= nan & (np.cumsum(nan) <= r - numbers)
+        return chosen
+    kk = numbers - r if largest else r - 1
+    threshold = np.partition(vals, kk)[kk]
+    chosen = (vals > threshold) if largest else (vals < threshold)
+    need = r - int(np.count_nonzero(chosen))
+    tied = vals == threshold
+    if int(np.count_nonzero(tied)) != need:
+        tied &= np.cumsum(tied) <= need
+    chosen |= tied
+    return chosen
+
+
+def _band_select_np(key: np.ndarray, c: np.ndarray, k: int, m: int, largest: bool) -> np.ndarray | None:
+    """numpy twin of :func:`_band_select`."""
+    stride = max(1, m // _SAMPLE_SIZE)
+    sample = key[::stride][c[::stride]]
+    ms = sample.size
+    if ms < 1024:
+        return None
+    if largest:
+        sample = -sample
+    center = k * ms / m
+    spread = _Z * math.sqrt(center * max(0.0, 1.0 - k / m)) + _SLACK
+    lo, hi = math.floor(center - spread), math.ceil(center + spread)
+    if hi >= ms:
+        return None
+    part = np.partition(sample, [lo - 1, hi - 1] if lo >= 1 else [hi - 1])
+    t_band = part[hi - 1]
+    if np.isnan(t_band):
+        return None
+    if largest:
+        t_band = -t_band
+    band = np.greater_equal(key, t_band) if largest else np.less_equal(key, t_band)
+    band &= c
+    if lo >= 1:
+        t_sure = -part[lo - 1] if largest else part[lo - 1]
+        sure = np.greater(key, t_sure) if largest else np.less(key, t_sure)
+        sure &= band
+        band ^= sure
+        n_sure = int(np.count_nonzero(sure))
+    else:
+        sure = np.zeros(key.size, dtype=bool)
+        n_sure = 0
+    if n_sure > k:
+        return None
+    band_idx = np.flatnonzero(band)
+    del band
+    if n_sure + band_idx.size < k:
+        return None
+    chosen = _choose_np(key[band_idx], k - n_sure, largest)
+    sure[band_idx[chosen]] = True
+    return sure
+
+
+def _select_np(s: np.ndarray, c: np.ndarray, k: int, m: int, largest: bool, magnitude: bool) -> np.ndarray:
+    if m >= BAND_MIN_CANDIDATES:
+        out = _band_select_np(np.abs(s) if magnitude else s, c, k, m, largest)
+        if out is not None:
+            return out
+    idx = np.flatnonzero(c)
+    vals = s[idx]
+    if magnitude:
+        np.abs(vals, out=vals)
+    out = np.zeros(s.size, dtype=bool)
+    out[idx[_choose_np(vals, k, largest)]] = True
+    return out
+
+
 def _select(scores: torch.Tensor, candidates: torch.Tensor, k: int, largest: bool, magnitude: bool) -> torch.Tensor:
     if scores.shape != candidates.shape:
         raise ValueError(f"scores shape {tuple(scores.shape)} != candidates shape {tuple(candidates.shape)}")
@@ -136,17 +232,21 @@ def _select(scores: torch.Tensor, candidates: torch.Tensor, k: int, largest: boo
         candidates = candidates.to(torch.bool)
     flat_c = candidates.reshape(-1)
     flat_s = scores.detach().reshape(-1)
-    m = int(torch.count_nonzero(flat_c))
+    on_cpu = _USE_NUMPY and flat_s.device.type == "cpu" and flat_c.device.type == "cpu"
+    m = int(np.count_nonzero(flat_c.numpy())) if on_cpu else int(torch.count_nonzero(flat_c))
     if not 0 <= k <= m:
         raise ValueError(f"k: cannot select {k} of {m} candidates")
     if k == 0:
         return torch.zeros_like(candidates)
     if k == m:
         return candidates.clone()
-    # Scores are ranked as float32 (float64 stays float64); |.| makes -0.0 and 0.0 equal, and
-    # float comparisons treat them as equal anyway.
+    # Scores are ranked as float32 (float64 stays float64); |.| and float comparisons treat
+    # -0.0 and 0.0 as equal.
     if not flat_s.is_floating_point() or flat_s.dtype in (torch.float16, torch.bfloat16):
         flat_s = flat_s.float()
+    if on_cpu:
+        out = _select_np(flat_s.numpy(), flat_c.numpy(), k, m, largest, magnitude)
+        return torch.from_numpy(out).view(candidates.shape)
     if m >= BAND_MIN_CANDIDATES:
         key = flat_s.abs() if magnitude else flat_s
         out = _band_select(key, flat_c, k, m, largest)
