@@ -26,7 +26,7 @@ def test_predict_proba_is_mean_of_members():
     x = torch.randn(9, 2, 12)
     models = _members()
     ref = _one_at_a_time(models, x)
-    ens = Ensemble(models)
+    ens = Ensemble(models, batched=True)
     assert ens.members == 3 and ens.path == "fused"
     probs = ens.member_probs(x)
     assert probs.shape == (3, 9, 5)
@@ -59,7 +59,7 @@ class _WithLayerNorm(nn.Module):
 def test_vmap_path_agrees_with_sequential():
     torch.manual_seed(0)
     models = [_WithLayerNorm() for _ in range(3)]
-    ens = Ensemble(models)
+    ens = Ensemble(models, batched=True)
     assert ens.path == "vmap"
     x = torch.randn(6, 2, 12)
     torch.testing.assert_close(ens.member_probs(x), _one_at_a_time(models, x), atol=1e-6, rtol=0)
@@ -73,7 +73,7 @@ def test_eval_mode_uses_each_members_running_stats():
     models = _members()
     for m in models:
         m.train()
-    ens = Ensemble(models)
+    ens = Ensemble(models, batched=True)
     assert all(not m.training for m in models)
     x = torch.randn(6, 2, 12)
     logits = ens.member_logits(x)
@@ -95,7 +95,7 @@ def test_eval_mode_uses_each_members_running_stats():
 
 def test_members_share_storage_with_the_stack():
     models = _members()
-    ens = Ensemble(models)
+    ens = Ensemble(models, batched=True)
     x = torch.randn(4, 2, 12)
     with torch.no_grad():
         models[2].fc.bias.add_(1.0)  # an in-place change to a member is seen by the batched path
@@ -105,7 +105,7 @@ def test_members_share_storage_with_the_stack():
 def test_different_architectures_fall_back_to_sequential(caplog):
     models = [trained_member(0)[0], trained_member(1, model_fn=lambda: TinyNet(channels=4))[0]]
     with caplog.at_level(logging.INFO, logger="freetickets.ensembles.ensemble"):
-        ens = Ensemble(models)
+        ens = Ensemble(models, batched=True)
     assert not ens.batched
     assert "sequential" in caplog.text
     x = torch.randn(5, 2, 12)
@@ -127,7 +127,7 @@ class _NotVmappable(nn.Module):
 def test_unvmappable_module_falls_back_once(caplog):
     torch.manual_seed(0)
     models = [_NotVmappable() for _ in range(3)]
-    ens = Ensemble(models)
+    ens = Ensemble(models, batched=True)
     assert ens.batched
     x = torch.randn(4, 2, 12)
     with caplog.at_level(logging.INFO, logger="freetickets.ensembles.ensemble"):
@@ -140,7 +140,7 @@ def test_unvmappable_module_falls_back_once(caplog):
 
 
 def test_bad_input_does_not_disable_batching():
-    ens = Ensemble(_members())
+    ens = Ensemble(_members(), batched=True)
     with pytest.raises(RuntimeError):
         ens.member_probs(torch.randn(3, 5, 12))  # wrong channel count fails in both paths
     assert ens.batched
@@ -162,7 +162,7 @@ def test_uncertainty_known_answers():
 
 def test_uncertainty_of_identical_members_has_no_epistemic_part():
     clones = [trained_member(0)[0] for _ in range(3)]
-    ens = Ensemble(clones)
+    ens = Ensemble(clones, batched=True)
     u = ens.uncertainty(torch.randn(8, 2, 12))
     assert set(u) >= {"entropy", "mutual_information", "disagreement"}
     assert all(v.shape == (8,) for v in u.values())
@@ -180,7 +180,7 @@ def test_bad_arguments():
 # ---------------------------------------------------------------- run directories
 def test_load_from_hand_made_run_dir(tmp_path):
     run, models = _make_run(tmp_path)
-    ens = Ensemble.load(run)
+    ens = Ensemble.load(run, batched=True)
     assert ens.members == 3 and ens.manifest["model"] == "cnn1d"
     assert len(ens.masks) == 3 and all(m.dtype == torch.bool for m in ens.masks[0].values())
     x = torch.randn(5, 1, 40)
@@ -206,3 +206,12 @@ def test_missing_manifest_and_ticket(tmp_path):
     (run / "tickets" / "member_1.pt").unlink()
     with pytest.raises(UserError, match="member_1.pt"):
         Ensemble.load(run)
+
+
+def test_auto_is_sequential_on_cpu_and_agrees_with_batched():
+    """On the CPU, "auto" runs members one after another (measured faster there); same answer."""
+    x = torch.randn(7, 2, 12)
+    auto = Ensemble(_members(), batched="auto")
+    forced = Ensemble(_members(), batched=True)
+    assert auto.path == "sequential" and forced.path == "fused"
+    torch.testing.assert_close(auto.predict_proba(x), forced.predict_proba(x), rtol=1e-5, atol=1e-6)
