@@ -4,7 +4,7 @@ Trains candidate settings for each method and prints the ensemble's validation a
 and the training FLOPs relative to the dense candidate, so the presets in
 ``src/freetickets/configs/mnist1d_*.yaml`` can be justified by numbers measured here.
 
-    python benchmarks/select_presets.py --out /tmp/select --candidates dense edst-q0.5 edst-q0.8
+    python benchmarks/select_presets.py --out select_out --candidates dense edst-q0.5 edst-q0.8
 """
 from __future__ import annotations
 

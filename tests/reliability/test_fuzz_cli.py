@@ -164,7 +164,7 @@ def yaml_texts(draw):
     if kind == "garbage":
         return draw(st.sampled_from([
             "method: [dst\n", "a: b: c\n", "\t- x\n  y: [", "- 1\n- 2\n", "just a string", "", "---\n...\n",
-            "lr: !!python/object/apply:os.system ['touch /tmp/x']\n", "{{{{", "epochs: 2\nepochs: 3\n",
+            "lr: !!python/object/apply:os.system ['touch yaml-ran-code']\n", "{{{{", "epochs: 2\nepochs: 3\n",
             "method: dst\nmodel: mlp\nnum_samples: 1000\nepochs: 1\nmembers: 1\n",
         ])).encode() + draw(st.text(string.printable, max_size=20)).encode()
     return draw(st.binary(max_size=40))
