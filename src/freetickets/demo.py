@@ -41,8 +41,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
              print_fn: Callable[[str], None] = lambda s: None, device: str = "auto",
              methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
     """Train and evaluate every method for ``seeds`` seeds; write the report. Returns results."""
-    from freetickets.evaluation import evaluate_run
-    from freetickets.metrics.calibration import reliability_bins
+    from freetickets.evaluation import evaluate_run, plot_inputs
     from freetickets.report import comparison_table, write_report, write_results_json
     from freetickets.train import train
 
@@ -78,8 +77,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
             res, art = evaluate_run(run_dir, device=device, return_artifacts=True)
             results[method] = res
             if s == 0:
-                artifacts[method] = {"reliability": reliability_bins(art["probs"].mean(0), art["labels"]),
-                                     "ood_scores": art["ood_scores"]}
+                artifacts[method] = plot_inputs(art)
             print_fn(f"[seed {s}]   {method:<6} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
                      f"NLL {res['ensemble']['nll']:.4f}  ({time.time() - t0:.0f} s)")
         if "dense" in results:  # vs_dense relative to the dense run of this seed (design §2.4)

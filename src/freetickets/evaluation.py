@@ -186,10 +186,18 @@ def format_evaluation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
+    """What the report's plots need from :func:`evaluate_run`'s artifacts: reliability bins of
+    the ensemble probability and the MSP scores of the test and OoD sets."""
+    from freetickets.metrics.calibration import reliability_bins
+
+    return {"reliability": reliability_bins(artifacts["probs"].mean(0), artifacts["labels"]),
+            "ood_scores": artifacts["ood_scores"]}
+
+
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
                 device: str = "auto", command: str | None = None) -> Path:
     """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
-    from freetickets.metrics.calibration import reliability_bins
     from freetickets.report import write_report, write_results_json
 
     results: dict[str, Any] = {}
@@ -206,8 +214,7 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
             name = f"{res['method']}_{k}"
             k += 1
         results[name] = res
-        artifacts[name] = {"reliability": reliability_bins(art["probs"].mean(0), art["labels"]),
-                           "ood_scores": art["ood_scores"]}
+        artifacts[name] = plot_inputs(art)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "results.json", data_name, [results])

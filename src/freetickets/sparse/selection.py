@@ -46,6 +46,15 @@ _Z = 5.0  # half-width of the band, in standard deviations of the sampled rank
 _SLACK = 16  # ... plus this many sample ranks
 
 
+def _band_ranks(k: int, m: int, ms: int) -> tuple[int, int] | None:
+    """Sample ranks (lo, hi) bracketing the k-th of m candidates in a sample of ms of them, or
+    None when the band would reach the end of the sample (then rank every candidate)."""
+    center = k * ms / m
+    spread = _Z * math.sqrt(center * max(0.0, 1.0 - k / m)) + _SLACK
+    lo, hi = math.floor(center - spread), math.ceil(center + spread)
+    return None if hi >= ms else (lo, hi)
+
+
 def _flat_indices(flat_mask: torch.Tensor) -> torch.Tensor:
     """Ascending int64 indices of the True entries of a 1-D bool tensor. On CPU this uses
     ``numpy.flatnonzero`` (single-threaded, a byte scan; several times faster than
@@ -103,11 +112,10 @@ def _band_select(key: torch.Tensor, flat_c: torch.Tensor, k: int, m: int, larges
         return None
     if largest:
         sample = -sample  # kthvalue keeps NaN last either way
-    center = k * ms / m
-    spread = _Z * math.sqrt(center * max(0.0, 1.0 - k / m)) + _SLACK
-    lo, hi = math.floor(center - spread), math.ceil(center + spread)
-    if hi >= ms:
+    ranks = _band_ranks(k, m, ms)
+    if ranks is None:
         return None
+    lo, hi = ranks
     t_band = sample.kthvalue(hi).values
     if torch.isnan(t_band):
         return None
@@ -178,11 +186,10 @@ def _band_select_np(key: np.ndarray, c: np.ndarray, k: int, m: int, largest: boo
         return None
     if largest:
         sample = -sample
-    center = k * ms / m
-    spread = _Z * math.sqrt(center * max(0.0, 1.0 - k / m)) + _SLACK
-    lo, hi = math.floor(center - spread), math.ceil(center + spread)
-    if hi >= ms:
+    ranks = _band_ranks(k, m, ms)
+    if ranks is None:
         return None
+    lo, hi = ranks
     part = np.partition(sample, [lo - 1, hi - 1] if lo >= 1 else [hi - 1])
     t_band = part[hi - 1]
     if np.isnan(t_band):

@@ -352,7 +352,6 @@ class Trainer:
         return None
 
     def _run_job(self, ctx: RunContext, job: Job, job_index: int, job_ckpt: dict | None) -> None:
-        from freetickets.data import BatchIterator
         from freetickets.ensembles.tickets import save_ticket
         from freetickets.flops import TrainFlopsMeter
 
