@@ -1,7 +1,8 @@
-"""Shared test fixtures.
+"""Shared test fixtures, session-wide so that session-scoped fixtures (the shared training runs
+of tests/train and tests/cli) see them too.
 
-Every test gets its own data cache directory (``FREETICKETS_CACHE``) so that tests never touch
-the user's cache and never depend on each other.
+- ``FREETICKETS_CACHE`` points at one cache directory per test session, never the user's cache.
+- One intra-op thread for the whole session.
 """
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "freetickets-cache"
-    monkeypatch.setenv("FREETICKETS_CACHE", str(cache))
-    yield
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FREETICKETS_CACHE", str(tmp_path_factory.getbasetemp() / "freetickets-cache"))
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

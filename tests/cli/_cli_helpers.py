@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from freetickets.cli.main import main
 
@@ -27,16 +26,12 @@ METHOD_ARGS = {
 
 @contextlib.contextmanager
 def quiet_cli():
-    """One intra-op thread (tiny tensors; OpenMP spinning on a shared 2-core machine made runs
-    far slower) and the ``freetickets`` logger restored after ``main`` reconfigured it."""
+    """Restore the ``freetickets`` logger after ``main`` reconfigured it."""
     logger = logging.getLogger("freetickets")
     saved = (list(logger.handlers), logger.level, logger.propagate)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
         logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 

@@ -16,10 +16,7 @@ def _quiet_cli():
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FREETICKETS_CACHE", str(tmp_path_factory.getbasetemp() / "freetickets-cache"))
-    yield tmp_path_factory.mktemp("cli_runs")
-    mp.undo()
+    return tmp_path_factory.mktemp("cli_runs")
 
 
 @pytest.fixture(scope="session")

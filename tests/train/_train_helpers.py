@@ -1,12 +1,10 @@
 """Helpers shared by tests/train (imported by its conftest and tests; a unique module name)."""
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from freetickets.train.config import TrainConfig, validate
 
@@ -24,18 +22,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def read_manifest(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "manifest.json").read_text())
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's
-    spinning threads made these runs up to 50x slower (measured); restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -13,22 +13,13 @@ import pytest
 from freetickets.train import train
 from freetickets.train.config import TrainConfig
 
-from _train_helpers import TINY, Run, one_thread, read_metrics, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+from _train_helpers import TINY, Run, read_metrics, tiny_config
 
 
 @pytest.fixture(scope="session")
 def train_env(tmp_path_factory):
-    """Session-wide data cache (the per-test autouse fixture is function-scoped) and a run root."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FREETICKETS_CACHE", str(tmp_path_factory.getbasetemp() / "freetickets-cache"))
-    yield tmp_path_factory.mktemp("train_runs")
-    mp.undo()
+    """Root directory of the shared runs (the data cache is set for the session in tests/conftest.py)."""
+    return tmp_path_factory.mktemp("train_runs")
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +40,7 @@ def layer_flops(tiny_data):
 
 
 def _train(root: Path, cfg: TrainConfig, recorded: dict | None = None) -> Run:
-    with one_thread():
-        manifest = train(cfg, root)
+    manifest = train(cfg, root)
     return Run(root, cfg, manifest, read_metrics(root), recorded or {})
 
 

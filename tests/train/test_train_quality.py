@@ -18,8 +18,6 @@ from freetickets.train import train
 from freetickets.train.config import TrainConfig, validate
 from freetickets.train.runner import evaluate_split
 
-from _train_helpers import one_thread
-
 SETTINGS = dict(model="cnn1d", model_kwargs={"width": 128}, num_samples=4000, batch_size=128, epochs=16,
                 lr=0.1, device="cpu", members=1, seed=0, update_interval=20)
 
@@ -37,11 +35,10 @@ def test_dst_at_sparsity_08_is_close_to_dense(tmp_path, train_env):
 
     data = load_data("mnist1d", None, num_samples=SETTINGS["num_samples"], seed=0, device="cpu")
     acc = {}
-    with one_thread():
-        for method in ("dense", "dst"):
-            cfg = validate(TrainConfig(method=method, sparsity=0.8, **SETTINGS))
-            train(cfg, tmp_path / method)
-            acc[method] = _test_accuracy(tmp_path / method, data)
+    for method in ("dense", "dst"):
+        cfg = validate(TrainConfig(method=method, sparsity=0.8, **SETTINGS))
+        train(cfg, tmp_path / method)
+        acc[method] = _test_accuracy(tmp_path / method, data)
     print(f"test accuracy: dense {acc['dense']:.4f}, DST S=0.8 {acc['dst']:.4f}")
     assert acc["dense"] > 0.6  # the setting really learns (chance is 0.1)
     assert acc["dst"] > acc["dense"] - 0.04  # within a few points of dense
