@@ -13,6 +13,7 @@ import sys
 import torch
 
 from freetickets.sparse import SparseEngine
+from freetickets.train.distributed import drain_collectives
 from freetickets.train.config import merge, TrainConfig, validate
 from freetickets.train.runner import train
 
@@ -62,6 +63,9 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     same = SparseEngine(model, opt, sparsity=0.5, grow="random", seed=7, check_consistency=True)
     same.update_topology(0.5)  # identical on both ranks: must not raise
+    # The caller owns the group, so it drains the collectives before teardown (see
+    # drain_collectives: without it gloo aborts the process at exit in about 1 run in 10).
+    drain_collectives()
     dist.destroy_process_group()
     torch.save({"checksums": checksums, "masks": masks, "raised": raised}, os.path.join(result_dir, f"rank{rank}.pt"))
 

@@ -236,8 +236,7 @@ class Trainer:
             if ctx.dist.is_main:
                 manifest = self._manifest_update(ctx, manifest, complete=False)
         manifest = self._manifest_update(ctx, manifest, complete=True)
-        barrier(ctx.dist)
-        cleanup_distributed(ctx.dist)
+        cleanup_distributed(ctx.dist)  # every rank done; drains collectives if it owns the group
         return manifest
 
     # ------------------------------------------------------------------ manifest
