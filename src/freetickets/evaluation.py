@@ -122,7 +122,12 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     id_scores = ood_scores(probs)
     artifacts["ood_scores"]["id"] = id_scores["msp"]
     shift_kw = {"num_samples": cfg.get("num_samples")} if manifest["data"] == "mnist1d" else {}
-    names = list(ood) if ood else list_ood(manifest["data"])
+    if ood is None:
+        names = list_ood(manifest["data"])
+    elif list(ood) in ([], ["none"]):
+        names = []  # `--ood none` (or an empty list): skip OoD detection
+    else:
+        names = list(ood)
     ood_result: dict[str, Any] = {}
     if names:
         sets = ood_sets(manifest["data"], data_dir, names=names, seed=0, **shift_kw)

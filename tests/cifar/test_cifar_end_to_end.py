@@ -97,6 +97,17 @@ def test_train_and_evaluate_cifar10(tmp_path, capsys):
     assert len(ens["corrupted"]["by_severity"]) == 5
     assert result["cost"]["members"] == 1 and result["cost"]["sparsity"] == pytest.approx(0.8, abs=1e-2)
 
+    # `--ood none` skips OoD detection: works without the SVHN / CIFAR-100 files
+    bare = tmp_path / "bare"
+    write_cifar10(bare)
+    assert main(["evaluate", str(run), "--data-dir", str(bare), "--ood", "none", "--corruptions", "none",
+                 "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ensemble"]["ood"] == {} and 0.0 <= result["ensemble"]["accuracy"] <= 1.0
+    # without `--ood`, the default sets are required and their absence is one clear line
+    assert main(["evaluate", str(run), "--data-dir", str(bare), "--corruptions", "none", "--device", "cpu"]) == 2
+    assert "test_32x32.mat" in capsys.readouterr().err
+
 
 def _one_line_failure(capsys, argv, run: Path) -> str:
     capsys.readouterr()
