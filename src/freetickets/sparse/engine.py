@@ -378,7 +378,8 @@ class SparseEngine:
             sel_np = selected.numpy()
             exact = int(np.count_nonzero(sel_np)) == k and int(np.count_nonzero(sel_np & allowed.numpy())) == k
         else:
-            exact = int(torch.count_nonzero(selected)) == k and int(torch.count_nonzero(selected & allowed)) == k
+            # both counts in one device-to-host read
+            exact = torch.stack([selected.sum(), (selected & allowed).sum()]).tolist() == [k, k]
         if not exact:
             raise RuntimeError(f"{what} rule for {name}: must select exactly {k} allowed positions")
 
