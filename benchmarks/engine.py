@@ -1,4 +1,4 @@
-"""Benchmark of the sparse training engine (CPU). Prints ratios measured in this one run.
+"""Benchmark of the sparse training engine (CPU or CUDA). Prints ratios measured in this one run.
 
 (a) training-step time with the engine / without it, for ``cnn1d`` (batch 128, input (1, 40))
     and ``wrn-16-8`` (batch 32, CIFAR input (3, 32, 32)). Both variants run on the *same* model
@@ -12,7 +12,8 @@
     least sensitive to other processes on a shared machine). Goal <= 15.
 (c) engine memory (bool masks + bit-packed ever-active masks) / parameter memory. Goal <= 0.3.
 
-Usage: ``python benchmarks/engine.py [--quick] [--threads N]``.
+Usage: ``python benchmarks/engine.py [--quick] [--threads N] [--device cuda]``. On CUDA every timer
+synchronises the device first, and (a) also times ``wrn-28-10`` at batch 128.
 """
 from __future__ import annotations
 
@@ -27,19 +28,24 @@ from freetickets import create_model
 from freetickets.sparse import SparseEngine
 
 
+DEVICE = torch.device("cpu")
+
+
 def _now() -> float:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter()
 
 
 def bench_training_step(name: str, input_shape: tuple[int, ...], batch_size: int, steps: int,
                         update_interval: int = 1000) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, input_shape=input_shape)
+    model = create_model(name, num_classes=10, input_shape=input_shape).to(DEVICE)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     engine = SparseEngine(model, opt, sparsity=0.8, update_interval=update_interval)
-    x = torch.randn(batch_size, *input_shape)
-    y = torch.randint(0, 10, (batch_size,))
+    x = torch.randn(batch_size, *input_shape, device=DEVICE)
+    y = torch.randint(0, 10, (batch_size,), device=DEVICE)
 
     def one_step(with_engine: bool) -> float:
         t0 = _now()
@@ -95,12 +101,12 @@ def bench_training_step(name: str, input_shape: tuple[int, ...], batch_size: int
 
 def bench_update_vs_optimizer(name: str, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, input_shape=(3, 32, 32))
+    model = create_model(name, num_classes=10, input_shape=(3, 32, 32)).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     engine = SparseEngine(model, opt, sparsity=0.8, update_interval=1000)
     gen = torch.Generator().manual_seed(1)
     for p in model.parameters():  # a dense gradient as after backward(), without a 36M-param backward
-        p.grad = torch.randn(p.shape, generator=gen)
+        p.grad = torch.randn(p.shape, generator=gen).to(DEVICE)
     opt.step()  # creates the momentum buffers
     engine.step()
     opt_t, upd_t = [], []
@@ -126,19 +132,58 @@ def bench_update_vs_optimizer(name: str, repeats: int) -> dict[str, float]:
     }
 
 
+def profile_update(name: str, rows: int = 18) -> None:
+    """torch.profiler table of three ``update_topology(0.5)`` calls on ``name`` (``--profile``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, input_shape=(3, 32, 32)).to(DEVICE)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    engine = SparseEngine(model, opt, sparsity=0.8, update_interval=1000)
+    gen = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen).to(DEVICE)
+    opt.step()
+    engine.step()
+    engine.update_topology(0.5)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            engine.update_topology(0.5)
+        _now()
+    key = "self_cuda_time_total" if DEVICE.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: a torch.profiler table of update_topology on wrn-28-10")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile_update("wrn-28-10")
+        return
     steps_small = 30 if args.quick else 100
     steps_wrn = 3 if args.quick else 8
     repeats = 3 if args.quick else 5
 
-    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, quick={args.quick}")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, quick={args.quick}")
     print("(a) training step with engine / without (sparsity 0.8 ERK, SGD momentum, update_interval=1000)")
-    for name, shape, bs, steps in [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 32, steps_wrn)]:
+    cases = [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 32, steps_wrn)]
+    if DEVICE.type == "cuda":
+        cases = [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 128, steps_small),
+                 ("wrn-28-10", (3, 32, 32), 128, steps_small)]
+    for name, shape, bs, steps in cases:
         r = bench_training_step(name, shape, bs, steps)
         print(
             f"  {name:9s} batch {bs:3d}: base {r['base_s'] * 1e3:9.2f} ms, with engine {r['with_engine_s'] * 1e3:9.2f} ms, "

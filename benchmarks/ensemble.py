@@ -1,4 +1,4 @@
-"""Ensemble inference cost and ticket storage versus one dense model (CPU).
+"""Ensemble inference cost and ticket storage versus one dense model (CPU or CUDA).
 
 Prints, measured in one run, for M = 3 members at sparsity 0.8 (random masks of exact density):
 
@@ -11,7 +11,9 @@ Prints, measured in one run, for M = 3 members at sparsity 0.8 (random masks of 
 
 Timings are the minimum over interleaved rounds (robust to other processes on a shared CPU).
 
-    python benchmarks/ensemble.py [--threads 2] [--rounds 5]
+    python benchmarks/ensemble.py [--threads 2] [--rounds 5] [--device cuda]
+
+On CUDA the timers synchronise the device, the cases use batch 256 and add ``wrn-28-10``.
 """
 from __future__ import annotations
 
@@ -46,32 +48,44 @@ def sparse_member(name, shape, density, gen):
     return model, masks
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--sparsity", type=float, default=0.8)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, CPU threads {args.threads}, M={args.members}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU threads {args.threads}"
+    print(f"torch {torch.__version__}, {where}, M={args.members}, "
           f"sparsity {args.sparsity}, min over {args.rounds} interleaved rounds")
-    for name, shape, batch in CASES:
+    cases = CASES if device.type == "cpu" else [("cnn1d", (1, 40), 1024), ("wrn-16-8", (3, 32, 32), 256),
+                                                  ("wrn-28-10", (3, 32, 32), 256)]
+    for name, shape, batch in cases:
         gen = torch.Generator().manual_seed(0)
         built = [sparse_member(name, shape, 1 - args.sparsity, gen) for _ in range(args.members)]
-        dense = create_model(name, num_classes=10, input_shape=shape).eval()
-        x = torch.randn(batch, *shape, generator=gen)
+        dense = create_model(name, num_classes=10, input_shape=shape).eval().to(device)
+        x = torch.randn(batch, *shape, generator=gen).to(device)
 
         def copies():
             out = []
             for m, _ in built:
                 c = create_model(name, num_classes=10, input_shape=shape).eval()
                 c.load_state_dict(m.state_dict())
-                out.append(c)
+                out.append(c.to(device))
             return out
 
-        ens = {"fused": Ensemble(copies())}
-        vm = Ensemble(copies())
+        ens = {"fused": Ensemble(copies(), batched=True)}
+        vm = Ensemble(copies(), batched=True)
         vm._build("vmap")  # force the vmap path for comparison
         ens["vmap"] = vm
         ens["sequential"] = Ensemble(copies(), batched=False)
@@ -89,8 +103,10 @@ def main() -> None:
                 print(f"  {name}: {k} vs sequential max |logit diff| = {diff:.2e}")
             for _ in range(args.rounds):
                 for k, f in fns.items():
+                    _sync(device)
                     t0 = time.perf_counter()
                     f()
+                    _sync(device)
                     best[k] = min(best[k], time.perf_counter() - t0)
         ratio = {k: best[k] / best["dense"] for k in best}
         print(f"{name} input {shape} batch {batch}: dense {best['dense'] * 1e3:.1f} ms/batch; "

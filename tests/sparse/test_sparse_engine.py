@@ -413,7 +413,7 @@ def test_cuda_masks_follow_device_and_match_cpu():
         model = CNN2d().to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         engine = SparseEngine(model, opt, 0.7, grow="random", update_interval=1)
-        masks[device] = {n: m.cpu() for n, m in engine.masks.items()}  # initial masks: seed only
+        masks[device] = {n: m.cpu().clone() for n, m in engine.masks.items()}  # initial masks: seed only (clone: on the CPU .cpu() is the same tensor, which the update changes in place)
         x, y = batch(model, 0)
         F.cross_entropy(model(x.to(device)), y.to(device)).backward()
         opt.step()
