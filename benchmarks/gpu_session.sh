@@ -13,7 +13,7 @@ set -u
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export FREETICKETS_CACHE=${FREETICKETS_CACHE:-/tmp/freetickets-cache}
+export FREETICKETS_CACHE=${FREETICKETS_CACHE:-$(mktemp -d)}
 py=${PYTHON:-python3}
 
 step() {
