@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, OoD, corruptions, cost)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--data-dir", help="directory with the data set files (CIFAR, SVHN, CIFAR-C)")
-    e.add_argument("--ood", nargs="*", default=None, metavar="NAME", help="OoD sets (default: all for the data set; none: skip OoD detection)")
+    e.add_argument("--ood", nargs="*", default=None, metavar="NAME",
+                   help="OoD sets (default: all for the data set; none: skip OoD detection)")
     e.add_argument("--corruptions", default="builtin", metavar="{builtin,DIR,none}",
                    help="corruption source: builtin (MNIST-1D-C), a CIFAR-C directory, or none")
     e.add_argument("--json", action="store_true", help="print one JSON object")
