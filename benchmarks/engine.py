@@ -99,16 +99,24 @@ def bench_training_step(name: str, input_shape: tuple[int, ...], batch_size: int
     }
 
 
-def bench_update_vs_optimizer(name: str, repeats: int) -> dict[str, float]:
+def _model_with_gradients(name: str):
+    """``name`` at sparsity 0.8 ERK with SGD momentum, a random dense gradient in every ``.grad``
+    (as after ``backward()``, without a 36M-parameter backward) and one step taken, so the
+    momentum buffers exist. Returns ``(model, optimizer, engine)``."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, input_shape=(3, 32, 32)).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     engine = SparseEngine(model, opt, sparsity=0.8, update_interval=1000)
     gen = torch.Generator().manual_seed(1)
-    for p in model.parameters():  # a dense gradient as after backward(), without a 36M-param backward
+    for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen).to(DEVICE)
-    opt.step()  # creates the momentum buffers
+    opt.step()
     engine.step()
+    return model, opt, engine
+
+
+def bench_update_vs_optimizer(name: str, repeats: int) -> dict[str, float]:
+    model, opt, engine = _model_with_gradients(name)
     opt_t, upd_t = [], []
     for _ in range(repeats):
         t0 = _now()
@@ -136,15 +144,7 @@ def profile_update(name: str, rows: int = 18) -> None:
     """torch.profiler table of three ``update_topology(0.5)`` calls on ``name`` (``--profile``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=10, input_shape=(3, 32, 32)).to(DEVICE)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    engine = SparseEngine(model, opt, sparsity=0.8, update_interval=1000)
-    gen = torch.Generator().manual_seed(1)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen).to(DEVICE)
-    opt.step()
-    engine.step()
+    model, opt, engine = _model_with_gradients(name)
     engine.update_topology(0.5)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
     with profile(activities=activities) as prof:
