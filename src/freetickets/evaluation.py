@@ -274,8 +274,11 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     dense_train = estimate_train_flops(lf, {}, ref_steps, batch_size)
     f_s = forward_flops(lf, dens)
     updates = (steps // update_interval) if update_interval else 0
-    m = 1 if method in ("dense", "edst") else members
-    if method in ("dense", "deep"):
+    m = 1 if method in ("dense", "edst", "snapshot") else members
+    if method == "snapshot":  # one dense run of ``epochs``; M dense members at test
+        train_total = estimate_train_flops(lf, {}, steps, batch_size)
+        inf = members * lf.total
+    elif method in ("dense", "deep"):
         train_total = m * estimate_train_flops(lf, {}, steps, batch_size)
         inf = m * lf.total
     elif method == "static":
@@ -284,7 +287,7 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     elif method in ("dst", "edst"):
         train_total = m * estimate_train_flops(lf, dens, steps, batch_size, update_steps=updates)
         inf = members * f_s
-    else:  # pf
+    elif method == "pf":
         ft = pf_epochs * math.ceil(n / batch_size)
         train_total = m * (estimate_train_flops(lf, {}, steps, batch_size) + estimate_train_flops(lf, dens, ft, batch_size))
         inf = m * f_s

@@ -8,7 +8,7 @@ import torch
 
 from freetickets.ensembles.tickets import load_ticket
 from freetickets.train.config import TrainConfig
-from freetickets.train.schedules import edst_plan
+from freetickets.methods.edst import edst_plan
 
 M = 3
 EXPLORE = 1

@@ -15,6 +15,7 @@ import yaml
 
 from freetickets import __version__
 from freetickets.errors import NonFiniteError, UserError
+from freetickets.names import METHODS
 
 log = logging.getLogger("freetickets.cli")
 
@@ -100,7 +101,7 @@ def _add_train(sub) -> None:
                        description="Train dense, deep, dst, edst, pf or static into RUN_DIR. --config gives "
                                    "defaults, flags override them; the resolved config is saved in RUN_DIR/config.yaml. "
                                    "Distributed: torchrun --nproc_per_node=K -m freetickets train ...")
-    p.add_argument("--method", choices=["dense", "deep", "dst", "edst", "pf", "static"], default=argparse.SUPPRESS,
+    p.add_argument("--method", choices=METHODS, default=argparse.SUPPRESS,
                    help="training method")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of configuration keys (see configs/)")
@@ -153,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = validate(merge(saved, overrides, source="arguments"))
     else:
         if "method" not in overrides and args.config is None:
-            raise UserError("freetickets train: --method is required (dense, deep, dst, edst, pf, static)")
+            raise UserError(f"freetickets train: --method is required ({', '.join(METHODS)})")
         cfg = resolve(args.config, overrides)
     progress = sys.stderr.isatty()
     manifest = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", required=True)
     f.add_argument("--data", default="mnist1d")
     f.add_argument("--sparsity", type=float, default=0.8)
-    f.add_argument("--method", default="dst", choices=["dense", "deep", "dst", "edst", "pf", "static"])
+    f.add_argument("--method", default="dst", choices=METHODS)
     f.add_argument("--members", type=int, default=3)
     f.add_argument("--epochs", type=int, default=250)
     f.add_argument("--explore-epochs", type=int, default=0)

@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 #: Canonical order of the paper's methods in every table and plot.
-METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static")
+METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
+                                 "mcdropout", "snapshot")
 
 #: Human-readable method names.
 METHOD_LABELS: dict[str, str] = {
@@ -49,6 +50,10 @@ METHOD_LABELS: dict[str, str] = {
     "edst": "EDST ensemble",
     "pf": "PF ensemble",
     "static": "Static sparse ensemble",
+    "mimo": "MIMO",
+    "batchensemble": "BatchEnsemble",
+    "mcdropout": "MC dropout",
+    "snapshot": "Snapshot ensemble",
 }
 
 #: Cell shown where a value is missing or meaningless (e.g. disagreement of a single model).

@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 
 from freetickets.errors import UserError
+from freetickets.names import METHODS
 
-METHODS = ("dense", "deep", "dst", "edst", "pf", "static")
 SPARSE_METHODS = ("dst", "edst", "pf", "static")
-ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static")
+ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static", "snapshot")
 DISTRIBUTIONS = ("erk", "er", "uniform")
 PRUNE_RULES = ("magnitude", "set")
 GROW_RULES = ("gradient", "random", "momentum")
@@ -202,31 +202,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ):
         raise UserError("refine_lr_factors: expected two positive numbers (lr factors of the two halves)")
     _check_more(cfg)
+    from freetickets.methods import get_recipe  # here: the recipes import the schedules, which import this module
+
+    recipe = get_recipe(cfg.method)
     if cfg.member is not None:
-        if cfg.method in ("dense", "edst"):
-            raise UserError(f"--member: only for methods with independent members (deep, dst, pf, static), not {cfg.method}")
+        if not recipe.independent_members:
+            raise UserError(f"--member: only for methods with independent members, not {cfg.method}")
         if cfg.member >= cfg.members:
             raise UserError(f"--member: {cfg.member} is not below --members {cfg.members}")
     if cfg.warmup_epochs >= cfg.epochs:
         raise UserError(f"--warmup-epochs: {cfg.warmup_epochs} must be below --epochs {cfg.epochs}")
-    if cfg.method == "edst":
-        if cfg.explore_epochs >= cfg.epochs:
-            raise UserError(
-                f"--explore-epochs: {cfg.explore_epochs} must be below --epochs {cfg.epochs} (refinement needs epochs)"
-            )
-        if cfg.refine_epochs < 1:
-            raise UserError(
-                f"--epochs: {cfg.epochs} - {cfg.explore_epochs} exploration epochs leaves fewer than one epoch "
-                f"per refinement phase for {cfg.members} members"
-            )
-        if cfg.update_interval is None and cfg.jump_fraction > 0:
-            pass  # jumps still happen between phases; DST updates off inside phases
-    if cfg.method == "static" and cfg.update_interval is not None:
-        pass  # static runs ignore update_interval by definition
-    if cfg.method == "dst" and cfg.update_interval is None:
-        raise UserError("--update-interval: dst needs a topology update interval (use --method static for fixed masks)")
-    if cfg.prune_schedule == "cosine" and cfg.is_sparse and cfg.method not in ("static", "pf"):
-        pass  # end step is derived from the run length
+    recipe.validate(cfg)
     return cfg
 
 

@@ -180,8 +180,11 @@ def git_revision() -> str | None:
 
 
 def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...], normalization=None) -> dict[str, Any]:
+    from freetickets.methods import get_recipe
+
     method = cfg_dict["method"]
-    members = 1 if method == "dense" else cfg_dict["members"]
+    recipe = get_recipe(method)
+    members = cfg_dict["members"] if recipe.ensemble else 1
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -194,9 +197,8 @@ def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tup
         "input_shape": list(input_shape),
         "normalization": normalization,
         "members": members,
-        # EDST is one run with one seed; the other methods train member k with seed + k.
-        "seeds": [cfg_dict["seed"]] if method == "edst" else [cfg_dict["seed"] + k for k in range(members)],
-        "sparsity": cfg_dict["sparsity"] if method in ("dst", "edst", "pf", "static") else 0.0,
+        "seeds": recipe.seeds(cfg_dict["seed"], members),
+        "sparsity": cfg_dict["sparsity"] if recipe.sparse else 0.0,
         "package_version": __version__,
         "git_revision": git_revision(),
         "tickets": [],

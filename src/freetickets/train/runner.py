@@ -1,8 +1,10 @@
 """The training loop shared by every method.
 
-A run is a list of *jobs* (:class:`Job`): one per member for dense, deep, DST and static runs;
-a single job that yields M tickets for EDST; a dense parent job plus a fine-tuning job per member
-for PF. Each job follows an epoch plan (:mod:`freetickets.train.schedules`). The loop checkpoints
+A run is a list of *jobs* (:class:`~freetickets.methods.base.Job`) that the method's recipe
+(:mod:`freetickets.methods`) plans: one per member for dense, deep, DST and static runs; a single
+job that yields M tickets for EDST; a dense parent job plus a fine-tuning job per member for PF.
+Each job follows an epoch plan (:mod:`freetickets.train.schedules`). The loop holds the
+mechanics only; what differs between methods is asked of the recipe. The loop checkpoints
 atomically after every epoch (and optionally every N steps), so a run killed anywhere resumes
 exactly: data order and augmentation are functions of (seed, epoch, batch), and every other
 source of randomness (torch RNG, the engine's generator) is saved.
@@ -22,29 +24,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from freetickets.errors import NonFiniteError, UserError
+from freetickets.methods import EngineSetup, Job, get_recipe
 from freetickets.train.config import TrainConfig, check_model, to_yaml, validate
 from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed,
                                            convert_sync_batchnorm, init_distributed, loss_scale, run_on_main)
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
-from freetickets.train.schedules import EpochSpec, edst_plan, finetune_plan, standard_plan, warmup_factor
+from freetickets.train.schedules import EpochSpec, warmup_factor
 from freetickets.utils.io import atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "freetickets-checkpoint"
-
-
-@dataclass
-class Job:
-    """One stretch of training with one model, optimizer and engine."""
-
-    kind: str  # "train" (dense/deep/dst/static/edst), "parent" (PF dense parent), "finetune" (PF)
-    member: int
-    seed: int
-    plan: list[EpochSpec]
-    sparse: str | None  # None (dense), "dst" (updates), "static" (fixed random), "pf" (fixed, pruned)
-    tickets: str  # "best" (one ticket: best validation epoch) or "phase" (EDST: one per refinement phase)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,18 +47,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def plan_jobs(cfg: TrainConfig) -> list[Job]:
-    members = [cfg.member] if cfg.member is not None else list(range(cfg.num_members))
-    if cfg.method == "edst":
-        return [Job("train", 0, cfg.seed, edst_plan(cfg), "dst", "phase")]
-    if cfg.method == "pf":
-        jobs = []
-        for k in members:
-            if cfg.from_run is None:
-                jobs.append(Job("parent", k, cfg.seed + k, standard_plan(cfg), None, "best"))
-            jobs.append(Job("finetune", k, cfg.seed + k, finetune_plan(cfg), "pf", "best"))
-        return jobs
-    sparse = {"dense": None, "deep": None, "dst": "dst", "static": "static"}[cfg.method]
-    return [Job("train", k, cfg.seed + k, standard_plan(cfg), sparse, "best") for k in members]
+    """The jobs of a run, as the method's recipe plans them."""
+    return get_recipe(cfg.method).jobs(cfg)
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -140,11 +121,10 @@ class Trainer:
         self.callback = callback
         # Everything that can be checked without data is checked now, before any directory is
         # touched or data generated: the device, the model (built on the meta device for the data
-        # set's shape) and PF's parent run.
+        # set's shape) and the runs a recipe starts from (PF's parents).
         resolve_device(self.cfg.device)
         check_model(self.cfg)
-        if self.cfg.method == "pf" and self.cfg.from_run is not None:
-            self._check_pf_parents(None)
+        get_recipe(self.cfg.method).check_sources(self.cfg)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> RunContext:
@@ -173,26 +153,8 @@ class Trainer:
         del probe
         ctx = RunContext(cfg, self.run, device, dist_info, data, layer_flops, self.progress and dist_info.is_main,
                          self.callback, factory)
-        if cfg.method == "pf" and cfg.from_run is not None:
-            self._check_pf_parents(ctx)
+        ctx.state["source_manifest"] = get_recipe(cfg.method).check_sources(cfg)
         return ctx
-
-    def _check_pf_parents(self, ctx: RunContext | None) -> None:
-        from freetickets.train.rundir import load_complete_manifest
-
-        try:
-            m = load_complete_manifest(self.cfg.from_run)
-        except UserError as exc:  # name the flag: the message alone does not say which path is wrong
-            raise UserError(f"--from: {exc}") from None
-        if m.get("method") not in ("deep", "dense"):
-            raise UserError(f"--from: {self.cfg.from_run} is a '{m.get('method')}' run; PF needs dense parents (a deep or dense run)")
-        if m.get("model") != self.cfg.model or m.get("data") != self.cfg.data:
-            raise UserError(f"--from: {self.cfg.from_run} trained {m.get('model')} on {m.get('data')}, not {self.cfg.model} on {self.cfg.data}")
-        needed = [self.cfg.member] if self.cfg.member is not None else list(range(self.cfg.members))
-        if len(m["tickets"]) < max(needed) + 1:
-            raise UserError(f"--from: {self.cfg.from_run} has {len(m['tickets'])} dense models; --members {self.cfg.members} needs more")
-        if ctx is not None:  # None: the up-front check in __init__
-            ctx.state["pf_parent_manifest"] = m
 
     # ------------------------------------------------------------------ main
     def fit(self) -> dict[str, Any]:
@@ -207,7 +169,7 @@ class Trainer:
                                     input_shape=tuple(ctx.data.input_shape),
                                     normalization=getattr(ctx.data, "normalization", None))
             ctx.state = {"job_index": 0, "tickets": [], "train_flops_total": 0.0, "parents": {},
-                         "pf_parent_manifest": ctx.state.get("pf_parent_manifest")}
+                         "source_manifest": ctx.state.get("source_manifest")}
             if ctx.dist.is_main:
                 run.write_config(to_yaml(cfg))
                 run.write_manifest(manifest)
@@ -217,9 +179,9 @@ class Trainer:
             if manifest.get("status") == "complete":
                 log.info("run %s is already complete", run.root)
                 return manifest
-            pf = ctx.state.get("pf_parent_manifest")
+            pf = ctx.state.get("source_manifest")
             ctx.state = ckpt["run_state"]
-            ctx.state["pf_parent_manifest"] = pf
+            ctx.state["source_manifest"] = pf
             if ctx.dist.is_main and ctx.state.get("metrics_rows") is not None:
                 # drop the rows of epochs after the checkpoint: they are trained (and logged) again
                 run.truncate_metrics(ctx.state["metrics_rows"])
@@ -267,7 +229,7 @@ class Trainer:
     def _save_checkpoint(self, ctx: RunContext, job_state: dict | None) -> None:
         if not ctx.dist.is_main:
             return
-        state = {k: v for k, v in ctx.state.items() if k != "pf_parent_manifest"}
+        state = {k: v for k, v in ctx.state.items() if k != "source_manifest"}
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": self.cfg.to_dict(),
                            "run_state": state, "job_state": job_state}, self.run.checkpoint)
 
@@ -290,8 +252,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ one job
     def _build(self, ctx: RunContext, job: Job):
-        from freetickets.sparse import SparseEngine, global_magnitude_masks
-
         cfg = self.cfg
         torch.manual_seed(job.seed)
         model = ctx.model_factory().to(ctx.device)
@@ -300,28 +260,9 @@ class Trainer:
         if cfg.channels_last and ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(cfg, model, job.plan[0].lr)
-        engine = None
-        if job.sparse is not None:
-            steps_per_epoch = self._steps_per_epoch(ctx)
-            total_steps = steps_per_epoch * len(job.plan)
-            end_step = None
-            if cfg.update_end_fraction is not None:
-                end_step = max(1, int(cfg.update_end_fraction * total_steps))
-            elif cfg.prune_schedule == "cosine":
-                end_step = total_steps
-            masks = None
-            interval = cfg.update_interval
-            if job.sparse == "static":
-                interval = None
-            if job.sparse == "pf":
-                interval = None
-                self._load_parent(ctx, job, model)
-                masks = global_magnitude_masks(model, cfg.sparsity)
-            engine = SparseEngine(model, optimizer, sparsity=cfg.sparsity, distribution=cfg.distribution,
-                                  prune=cfg.prune, grow=cfg.grow, prune_fraction=cfg.prune_fraction,
-                                  prune_schedule=cfg.prune_schedule, update_interval=interval, end_step=end_step,
-                                  seed=job.seed, sparse_init="none" if job.sparse == "pf" else cfg.sparse_init,
-                                  masks=masks, check_consistency=cfg.check_consistency and ctx.dist.enabled)
+        setup = EngineSetup(cfg, job, model, optimizer, self._steps_per_epoch(ctx) * len(job.plan),
+                            lambda m: self._load_parent(ctx, job, m), cfg.check_consistency and ctx.dist.enabled)
+        engine = get_recipe(cfg.method).make_engine(setup)
         train_model = model
         if ctx.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -335,7 +276,7 @@ class Trainer:
         from freetickets.ensembles.tickets import load_ticket, ticket_to_model
 
         if self.cfg.from_run is not None:
-            m = ctx.state["pf_parent_manifest"]
+            m = ctx.state["source_manifest"]
             path = Path(self.cfg.from_run) / m["tickets"][job.member]["file"]
         else:
             path = self.run.parent(job.member)
@@ -355,11 +296,12 @@ class Trainer:
         from freetickets.flops import TrainFlopsMeter
 
         cfg, data, run = self.cfg, ctx.data, self.run
+        recipe = get_recipe(cfg.method)
         model, train_model, optimizer, engine = self._build(ctx, job)
         flops = TrainFlopsMeter(ctx.layer_flops)
         autocast = self._autocast(ctx)
         steps_per_epoch = self._steps_per_epoch(ctx)
-        warmup_steps = cfg.warmup_epochs * steps_per_epoch if job.kind != "finetune" else 0
+        warmup_steps = cfg.warmup_epochs * steps_per_epoch if job.warmup else 0
         start_epoch, start_batch, global_step = 0, 0, 0
         best: dict | None = None  # {"val_accuracy", "epoch"} of the ticket file currently on disk
         sums = {"loss": 0.0, "correct": 0, "seen": 0}
@@ -411,12 +353,14 @@ class Trainer:
                     group["lr"] = lr
                 if cfg.channels_last and x.dim() == 4 and ctx.device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
+                batch_size = int(y.shape[0])  # samples of the data batch (DDP weights, FLOPs, sums)
+                inputs, targets = recipe.training_batch(x, y, job, global_step)
                 with autocast() if autocast else contextlib.nullcontext():
-                    logits = train_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    logits, targets = recipe.training_logits(train_model(inputs), targets)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
                 loss_value = float(loss.detach())
                 if ctx.dist.enabled:  # DDP averages over ranks: weight slices by size (exact global mean)
-                    loss = loss * loss_scale(int(y.shape[0]), global_batch, ctx.dist)
+                    loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
                 if not math.isfinite(loss_value):
                     raise NonFiniteError(
                         f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {global_step}, member {job.member}"
@@ -434,9 +378,9 @@ class Trainer:
                         densities, topo = engine.densities(), engine.topology_version
                 flops.step(global_batch, densities, dense_grad_step=dense_grad)
                 global_step += 1
-                sums["loss"] += loss_value * y.shape[0]
-                sums["correct"] += int((logits.detach().argmax(1) == y).sum())
-                sums["seen"] += int(y.shape[0])
+                sums["loss"] += loss_value * targets.shape[0]
+                sums["correct"] += int((logits.detach().argmax(1) == targets).sum())
+                sums["seen"] += int(targets.shape[0])
                 if pbar is not None:
                     pbar.update(1)
                     pbar.set_postfix(loss=f"{sums['loss'] / max(sums['seen'], 1):.3f}", lr=f"{lr:.3g}", refresh=False)
@@ -465,9 +409,8 @@ class Trainer:
                 epoch_sums = {"loss": totals[0], "correct": totals[1], "seen": totals[2]}
             else:
                 epoch_sums = sums
-            takes_tickets = not (job.tickets == "phase" and spec.phase == "explore")
             improved = False
-            if takes_tickets and (best is None or val_acc > best["val_accuracy"]):
+            if spec.takes_ticket and (best is None or job.select == "last" or val_acc > best["val_accuracy"]):
                 improved = True
                 best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
                 if ctx.dist.is_main:
@@ -493,11 +436,12 @@ class Trainer:
                      row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
             if ctx.callback is not None:
                 ctx.callback(row)
-            if spec.phase_end and job.tickets == "phase" and spec.phase == "refine":
-                self._record_ticket(ctx, job, spec.phase_index, best, flops.total, run.ticket(spec.phase_index))
+            if spec.phase_end and job.tickets == "phase" and spec.takes_ticket:
+                self._record_ticket(ctx, job, spec.phase_index, best, flops.total, run.ticket(spec.phase_index),
+                                    spec.phase)
                 best = None
-                if spec.phase_index < cfg.members - 1:
-                    engine.update_topology(cfg.jump_fraction)  # the EDST jump to a new subnetwork
+                recipe.end_of_phase(cfg, job, spec, engine)
+                if engine is not None and engine.topology_version != topo:
                     densities, topo = engine.densities(), engine.topology_version
             start_batch = 0
             if spec.epoch + 1 < len(job.plan):
@@ -510,7 +454,7 @@ class Trainer:
                 ctx.state["parents"][str(job.member)] = {"train_flops": flops.total, **(best or {})}
             else:
                 parent_flops = self._parent_flops(ctx, job)
-                self._record_ticket(ctx, job, job.member, best, flops.total + parent_flops, path)
+                self._record_ticket(ctx, job, job.member, best, flops.total + parent_flops, path, job.plan[0].phase)
         ctx.state["train_flops_total"] += flops.total
         if job.kind == "finetune" and self.cfg.from_run is not None:
             ctx.state["train_flops_total"] += self._parent_flops(ctx, job)
@@ -529,11 +473,11 @@ class Trainer:
             return 0.0
         if self.cfg.from_run is None:
             return float(ctx.state["parents"].get(str(job.member), {}).get("train_flops", 0.0))
-        m = ctx.state["pf_parent_manifest"]
+        m = ctx.state["source_manifest"]
         return float(m["tickets"][job.member].get("train_flops", 0.0))
 
     def _record_ticket(self, ctx: RunContext, job: Job, index: int, best: dict | None, train_flops: float,
-                       path: Path) -> None:
+                       path: Path, phase: str) -> None:
         from freetickets.ensembles.tickets import load_ticket
 
         if best is None:
@@ -545,7 +489,7 @@ class Trainer:
         total = sum(m.numel() for m in masks.values())
         active = sum(int(m.sum()) for m in masks.values())
         entry = {"file": str(path.relative_to(self.run.root)), "member": index, "seed": job.seed,
-                 "phase": job.plan[0].phase if job.tickets == "best" else "refine",
+                 "phase": phase,
                  "phase_index": index if job.tickets == "phase" else 0,
                  "epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
                  "sparsity": (1.0 - active / total) if total else 0.0, "train_flops": train_flops,

@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from freetickets.train.config import TrainConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from freetickets.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,7 @@ class EpochSpec:
     lr: float
     phase_start: bool  # first epoch of a phase
     phase_end: bool  # last epoch of a phase (EDST tickets are taken here)
+    takes_ticket: bool = True  # False: this epoch never becomes a ticket (EDST exploration)
 
 
 def multistep_lr(base_lr: float, epoch: int, epochs: int, milestones: list[float], gamma: float) -> float:
@@ -36,7 +40,7 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
 
 
 def standard_plan(cfg: TrainConfig, epochs: int | None = None) -> list[EpochSpec]:
-    """Plan for dense, deep, dst and static members: one phase, ``cfg.lr_schedule``."""
+    """The one-phase plan of a member trained from scratch (dense, deep, dst, static, PF parents): ``cfg.lr_schedule``."""
     epochs = cfg.epochs if epochs is None else epochs
     out = []
     for e in range(epochs):
@@ -48,32 +52,6 @@ def standard_plan(cfg: TrainConfig, epochs: int | None = None) -> list[EpochSpec
             lr = cfg.lr
         out.append(EpochSpec(e, "train", 0, lr, e == 0, e == epochs - 1))
     return out
-
-
-def edst_plan(cfg: TrainConfig) -> list[EpochSpec]:
-    """EDST: ``explore_epochs`` at constant lr, then ``members`` refinement phases.
-
-    Each refinement phase runs at ``lr × refine_lr_factors[0]`` for its first half and
-    ``lr × refine_lr_factors[1]`` from its midpoint (paper: 0.01 then 0.001 with lr 0.1). Epochs
-    left over by the integer division go to the last phase.
-    """
-    out = []
-    for e in range(cfg.explore_epochs):
-        out.append(EpochSpec(e, "explore", 0, cfg.lr, e == 0, e == cfg.explore_epochs - 1))
-    R = cfg.refine_epochs
-    start = cfg.explore_epochs
-    for m in range(cfg.members):
-        length = R if m < cfg.members - 1 else cfg.epochs - start
-        for i in range(length):
-            factor = cfg.refine_lr_factors[0] if i < length / 2 else cfg.refine_lr_factors[1]
-            out.append(EpochSpec(start + i, "refine", m, cfg.lr * factor, i == 0, i == length - 1))
-        start += length
-    return out
-
-
-def finetune_plan(cfg: TrainConfig) -> list[EpochSpec]:
-    """PF fine-tuning: ``pf_epochs`` at the constant ``pf_lr`` (paper: 0.001)."""
-    return [EpochSpec(e, "finetune", 0, cfg.pf_lr, e == 0, e == cfg.pf_epochs - 1) for e in range(cfg.pf_epochs)]
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
