@@ -291,6 +291,7 @@ class Trainer:
     # ------------------------------------------------------------------ one job
     def _build(self, ctx: RunContext, job: Job):
         from freetickets.sparse import SparseEngine, global_magnitude_masks
+        from freetickets.train.sparse_options import engine_options, selected_parameters
 
         cfg = self.cfg
         torch.manual_seed(job.seed)
@@ -316,12 +317,13 @@ class Trainer:
             if job.sparse == "pf":
                 interval = None
                 self._load_parent(ctx, job, model)
-                masks = global_magnitude_masks(model, cfg.sparsity)
+                masks = global_magnitude_masks(selected_parameters(cfg, model), cfg.sparsity)
             engine = SparseEngine(model, optimizer, sparsity=cfg.sparsity, distribution=cfg.distribution,
                                   prune=cfg.prune, grow=cfg.grow, prune_fraction=cfg.prune_fraction,
                                   prune_schedule=cfg.prune_schedule, update_interval=interval, end_step=end_step,
                                   seed=job.seed, sparse_init="none" if job.sparse == "pf" else cfg.sparse_init,
-                                  masks=masks, check_consistency=cfg.check_consistency and ctx.dist.enabled)
+                                  masks=masks, check_consistency=cfg.check_consistency and ctx.dist.enabled,
+                                  **engine_options(cfg))  # include/exclude/regrow_pruned
         train_model = model
         if ctx.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
