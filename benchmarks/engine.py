@@ -1,7 +1,9 @@
 """Benchmark of the sparse training engine (CPU or CUDA). Prints ratios measured in this one run.
 
-(a) training-step time with the engine / without it, for ``cnn1d`` (batch 128, input (1, 40))
-    and ``wrn-16-8`` (batch 32, CIFAR input (3, 32, 32)). Both variants run on the *same* model
+(a) training-step time with the engine / without it, for ``cnn1d`` (batch 128, input (1, 40)),
+    ``wrn-16-8`` (batch 32, CIFAR input (3, 32, 32)) and a small ``transformer`` (4-layer
+    ``nn.TransformerEncoder``, d_model 128, 4 heads, feed-forward 512, batch 32 x 64 tokens; its
+    attention in-projections are sparse too). Both variants run on the *same* model
     and optimizer, interleaved step by step (so cache state and machine load affect both alike);
     "with" calls ``engine.step()`` (re-masking; no update happens because update_interval=1000),
     "without" does not. Reported: the measured end-to-end ratio of medians, the masking-only ratio
@@ -12,7 +14,8 @@
     least sensitive to other processes on a shared machine). Goal <= 15.
 (c) engine memory (bool masks + bit-packed ever-active masks) / parameter memory. Goal <= 0.3.
 
-Usage: ``python benchmarks/engine.py [--quick] [--threads N] [--device cuda]``. On CUDA every timer
+Usage: ``python benchmarks/engine.py [--quick] [--threads N] [--device cuda] [--only transformer]``
+(``--only``: just those cases of (a), and no (b)/(c)). On CUDA every timer
 synchronises the device first, and (a) also times ``wrn-28-10`` at batch 128.
 """
 from __future__ import annotations
@@ -31,6 +34,25 @@ from freetickets.sparse import SparseEngine
 DEVICE = torch.device("cpu")
 
 
+class SmallTransformer(torch.nn.Module):
+    """Token features (B, T, d) -> 4-layer nn.TransformerEncoder -> mean over T -> Linear(d, 10)."""
+
+    def __init__(self, d: int = 128, heads: int = 4, ff: int = 512, layers: int = 4) -> None:
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(d, heads, dim_feedforward=ff, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+def _build(name: str, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    if name == "transformer":
+        return SmallTransformer(d=input_shape[-1])
+    return create_model(name, num_classes=10, input_shape=input_shape)
+
+
 def _now() -> float:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize(DEVICE)
@@ -40,7 +62,7 @@ def _now() -> float:
 def bench_training_step(name: str, input_shape: tuple[int, ...], batch_size: int, steps: int,
                         update_interval: int = 1000) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, input_shape=input_shape).to(DEVICE)
+    model = _build(name, input_shape).to(DEVICE)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     engine = SparseEngine(model, opt, sparsity=0.8, update_interval=update_interval)
@@ -161,6 +183,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--only", nargs="+", metavar="CASE", help="only these (a) cases (cnn1d, wrn-16-8, transformer, ...)")
     parser.add_argument("--profile", action="store_true",
                         help="instead: a torch.profiler table of update_topology on wrn-28-10")
     args = parser.parse_args()
@@ -179,21 +202,28 @@ def main() -> None:
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, quick={args.quick}")
     print("(a) training step with engine / without (sparsity 0.8 ERK, SGD momentum, update_interval=1000)")
-    cases = [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 32, steps_wrn)]
+    cases = [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 32, steps_wrn),
+             ("transformer", (64, 128), 32, steps_small)]
     if DEVICE.type == "cuda":
         cases = [("cnn1d", (1, 40), 128, steps_small), ("wrn-16-8", (3, 32, 32), 128, steps_small),
-                 ("wrn-28-10", (3, 32, 32), 128, steps_small)]
+                 ("wrn-28-10", (3, 32, 32), 128, steps_small), ("transformer", (64, 128), 32, steps_small)]
+    if args.only:
+        cases = [c for c in cases if c[0] in args.only]
+        if not cases:
+            parser.error(f"--only: no case among {args.only}")
     for name, shape, bs, steps in cases:
         r = bench_training_step(name, shape, bs, steps)
         print(
-            f"  {name:9s} batch {bs:3d}: base {r['base_s'] * 1e3:9.2f} ms, with engine {r['with_engine_s'] * 1e3:9.2f} ms, "
+            f"  {name:11s} batch {bs:3d}: base {r['base_s'] * 1e3:9.2f} ms, with engine {r['with_engine_s'] * 1e3:9.2f} ms, "
             f"apply_masks {r['apply_masks_s'] * 1e3:7.3f} ms, update {r['update_s'] * 1e3:8.2f} ms"
         )
         print(
-            f"  {'':9s} ratios: measured {r['ratio_measured']:.4f}, masking-only {r['ratio_masking']:.4f}, "
+            f"  {'':11s} ratios: measured {r['ratio_measured']:.4f}, masking-only {r['ratio_masking']:.4f}, "
             f"amortised (masking + update/1000) {r['ratio_amortised']:.4f}, "
             f"measured+amortised update {r['ratio_measured_amortised']:.4f}  (goal <= 1.05)"
         )
+    if args.only:
+        return
     print("(b) update_topology(0.5) / SGD-momentum optimizer.step() on wrn-28-10, sparsity 0.8 ERK")
     r = bench_update_vs_optimizer("wrn-28-10", repeats)
     print(

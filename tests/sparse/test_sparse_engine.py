@@ -30,6 +30,10 @@ def make(arch: str, optimizer: str = "sgd_momentum_wd", seed: int = 0, **kwargs)
     opt = OPTIMIZERS[optimizer](model.parameters())
     kwargs.setdefault("sparsity", 0.5 if arch == "erk_dense" else 0.7)
     kwargs.setdefault("update_interval", 2)
+    # Tests that count moved positions from masks alone need just-pruned positions not to be
+    # regrown; the default (regrow_pruned=True) is covered where it is parametrised and in
+    # test_sparse_regrowth.py.
+    kwargs.setdefault("regrow_pruned", False)
     engine = SparseEngine(model, opt, **kwargs)
     return model, opt, engine
 
@@ -42,9 +46,13 @@ def train_step(model, opt, engine, index):
     opt.zero_grad()
 
 
-def expected_k(fraction, active, numel):
-    """k = min(ceil(p * n_active), n - n_active): just-pruned positions are not regrown."""
-    return min(ceil_product(fraction, active), numel - active)
+def expected_k(fraction, active, numel, regrow_pruned=False):
+    """regrow_pruned=False: k = min(ceil(p * n_active), n - n_active) (just-pruned positions are
+    not regrown); True: k = ceil(p * n_active). Dense layers: 0."""
+    if active == numel:
+        return 0
+    k = ceil_product(fraction, active)
+    return k if regrow_pruned else min(k, numel - active)
 
 
 def assert_masked_zero(model, engine):
@@ -62,25 +70,39 @@ def expected_counts(model, sparsity, distribution="erk"):
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("grow", ["gradient", "random", "momentum"])
 @pytest.mark.parametrize("optimizer", ["sgd_nesterov", "adamw"])
-def test_invariants_every_step(arch, grow, optimizer):
+@pytest.mark.parametrize("regrow_pruned", [False, True])
+def test_invariants_every_step(arch, grow, optimizer, regrow_pruned):
     """Exact per-layer counts and zero masked weights after every step; regrown weights and their
-    optimizer state are zero right after the update; only non-dense layers change."""
-    model, opt, engine = make(arch, optimizer, grow=grow)
+    optimizer state are zero right after the update; only non-dense layers change. With
+    regrow_pruned=True, r of the k regrown positions may be just-pruned ones: the masks then show
+    k - r moved, and the engine's reactivated_total counts the r."""
+    model, opt, engine = make(arch, optimizer, grow=grow, regrow_pruned=regrow_pruned)
     counts = expected_counts(model, engine.sparsity_target)
     params = dict(sparsifiable_parameters(model))
     assert {n: int(m.sum()) for n, m in engine.masks.items()} == counts
     assert_masked_zero(model, engine)
     for i in range(6):
         before = {n: m.clone() for n, m in engine.masks.items()}
+        reactivated = engine.reactivated_total
+        pruned = engine.pruned_total
         train_step(model, opt, engine, i)
         assert {n: int(m.sum()) for n, m in engine.masks.items()} == counts
         assert_masked_zero(model, engine)
         assert engine.last_step_was_update == ((i + 1) % 2 == 0)
+        if engine.last_step_was_update:
+            total_k = sum(expected_k(0.5, counts[n], m.numel(), regrow_pruned) for n, m in engine.masks.items())
+            assert engine.pruned_total - pruned == total_k
+            moved = sum(int((m & ~before[n]).sum()) for n, m in engine.masks.items())
+            assert moved == total_k - (engine.reactivated_total - reactivated)
+        if not regrow_pruned:
+            assert engine.reactivated_total == 0
         for n, m in engine.masks.items():
             grown = m & ~before[n]
             if engine.last_step_was_update and counts[n] < m.numel():
-                k = expected_k(0.5, counts[n], m.numel())
-                assert int(grown.sum()) == k and int((before[n] & ~m).sum()) == k
+                k = expected_k(0.5, counts[n], m.numel(), regrow_pruned)
+                assert int(grown.sum()) == int((before[n] & ~m).sum()) <= k
+                if not regrow_pruned:
+                    assert int(grown.sum()) == k
             elif counts[n] == m.numel() or not engine.last_step_was_update:
                 assert torch.equal(m, before[n])
             assert bool((params[n].detach()[grown] == 0).all())
@@ -101,10 +123,12 @@ def test_masked_weights_stay_zero_with_every_optimizer(optimizer):
     assert engine.update_count == 0 and engine.topology_version == 0
 
 
-def test_update_selects_documented_entries():
+@pytest.mark.parametrize("regrow_pruned", [False, True])
+def test_update_selects_documented_entries(regrow_pruned):
     """The engine's update equals magnitude prune / gradient grow computed by hand, with
-    just-pruned positions not eligible for regrowth."""
-    model, opt, engine = make("mlp", "sgd_momentum_wd", update_interval=3, prune_fraction=0.3)
+    just-pruned positions eligible for regrowth exactly when regrow_pruned."""
+    model, opt, engine = make("mlp", "sgd_momentum_wd", update_interval=3, prune_fraction=0.3,
+                              regrow_pruned=regrow_pruned)
     params = dict(sparsifiable_parameters(model))
     for i in range(2):
         train_step(model, opt, engine, i)
@@ -113,10 +137,11 @@ def test_update_selects_documented_entries():
     opt.step()
     expected = {}
     for n, m in engine.masks.items():
-        k = expected_k(0.3, int(m.sum()), m.numel())
+        k = expected_k(0.3, int(m.sum()), m.numel(), regrow_pruned)
         w = params[n].detach() * m
         removed = select_smallest(w.abs(), m, k)
-        grown = select_largest(params[n].grad.abs(), ~m, k)
+        eligible = ~(m & ~removed) if regrow_pruned else ~m
+        grown = select_largest(params[n].grad.abs(), eligible, k)
         expected[n] = (m & ~removed) | grown
     engine.step()
     assert engine.last_step_was_update
@@ -384,14 +409,16 @@ def test_consistency_check_single_rank_process_group(tmp_path):
     distribution=st.sampled_from(["uniform", "er", "erk"]),
     fraction=st.floats(0.0, 1.0),
     prune=st.sampled_from(["magnitude", "set"]),
+    regrow_pruned=st.booleans(),
 )
-def test_exact_counts_property(widths, kernel, sparsity, distribution, fraction, prune):
+def test_exact_counts_property(widths, kernel, sparsity, distribution, fraction, prune, regrow_pruned):
     """Random conv/linear shapes: exact counts at init and after prune-and-regrow of any fraction."""
     torch.manual_seed(0)
     layers = [torch.nn.Conv1d(2, widths[0], kernel)]
     layers += [torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
     model = torch.nn.Sequential(*layers)
-    engine = SparseEngine(model, None, sparsity, distribution=distribution, prune=prune, grow="random")
+    engine = SparseEngine(model, None, sparsity, distribution=distribution, prune=prune, grow="random",
+                          regrow_pruned=regrow_pruned)
     counts = expected_counts(model, sparsity, distribution)
     assert {n: int(m.sum()) for n, m in engine.masks.items()} == counts
     before = {n: m.clone() for n, m in engine.masks.items()}
@@ -399,9 +426,13 @@ def test_exact_counts_property(widths, kernel, sparsity, distribution, fraction,
     params = dict(sparsifiable_parameters(model))
     for n, m in engine.masks.items():
         assert int(m.sum()) == counts[n]
-        k = expected_k(fraction, counts[n], m.numel())
-        assert int((m & ~before[n]).sum()) == k and int((before[n] & ~m).sum()) == k
+        k = expected_k(fraction, counts[n], m.numel(), regrow_pruned)
+        moved = int((m & ~before[n]).sum())
+        assert moved == int((before[n] & ~m).sum()) and (moved == k if not regrow_pruned else moved <= k)
         assert bool((params[n].detach()[~m] == 0).all())
+    total = sum(expected_k(fraction, c, engine.masks[n].numel(), regrow_pruned) for n, c in counts.items())
+    assert engine.pruned_total == engine.regrown_total == total
+    assert sum(int((m & ~before[n]).sum()) for n, m in engine.masks.items()) == total - engine.reactivated_total
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

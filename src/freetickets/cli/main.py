@@ -89,6 +89,13 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--pf-epochs", dict(type=int, help="PF fine-tuning epochs; default 10")),
     ("--pf-lr", dict(type=float, help="PF fine-tuning learning rate; default 0.001")),
     ("--sparse-init", dict(help="none (default) or rescale (weights × 1/sqrt(density))")),
+    ("--regrow-pruned", dict(action=argparse.BooleanOptionalAction,
+                             help="a weight pruned in an update may be regrown in the same update (default: yes, "
+                                  "as the released code and RigL); --no-regrow-pruned: it may not")),
+    ("--include", dict(nargs="+", metavar="PATTERN",
+                       help="also make these parameters sparse (fnmatch on names, >= 2-D), e.g. emb.weight")),
+    ("--exclude", dict(nargs="+", metavar="PATTERN",
+                       help="keep these parameters dense (fnmatch on names), e.g. conv1.weight")),
     ("--reference-epochs", dict(type=int, help="epochs of the dense recipe that *_vs_dense compares with")),
     ("--checkpoint-every-steps", dict(type=int, help="also checkpoint every N optimizer steps")),
     ("--from", dict(dest="from_run", metavar="RUN_DIR", help="pf: a completed deep run providing the dense parents")),

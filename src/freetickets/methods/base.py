@@ -72,6 +72,7 @@ def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None
     schedule otherwise anneals to the job's last step.
     """
     from freetickets.sparse import SparseEngine
+    from freetickets.train.sparse_options import engine_options
 
     cfg = setup.cfg
     end_step = None
@@ -83,7 +84,8 @@ def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None
                         prune=cfg.prune, grow=cfg.grow, prune_fraction=cfg.prune_fraction,
                         prune_schedule=cfg.prune_schedule, update_interval=update_interval, end_step=end_step,
                         seed=setup.job.seed, sparse_init=cfg.sparse_init if sparse_init is None else sparse_init,
-                        masks=masks, check_consistency=setup.check_consistency)
+                        masks=masks, check_consistency=setup.check_consistency,
+                        **engine_options(cfg))  # include/exclude/regrow_pruned
 
 
 def member_ids(cfg) -> list[int]:

@@ -54,7 +54,8 @@ class PFEnsemble(Recipe):
         if setup.job.kind == "parent":
             return None
         from freetickets.sparse import global_magnitude_masks
+        from freetickets.train.sparse_options import selected_parameters
 
         setup.load_parent(setup.model)
-        masks = global_magnitude_masks(setup.model, setup.cfg.sparsity)
+        masks = global_magnitude_masks(selected_parameters(setup.cfg, setup.model), setup.cfg.sparsity)
         return sparse_engine(setup, update_interval=None, masks=masks, sparse_init="none")

@@ -12,7 +12,9 @@ Usage (design §2.2)::
 How it works and why:
 
 * **Masks** are ``torch.bool`` tensors (1 byte per weight) on the parameter's device, one per
-  sparse layer (:func:`~freetickets.sparse.params.sparsifiable_parameters`). The engine keeps no
+  sparse layer (:func:`~freetickets.sparse.params.sparsifiable_parameters`: Conv/Linear weights
+  and ``nn.MultiheadAttention`` input projections by default; ``include``/``exclude``
+  patterns change the set). The engine keeps no
   float copies of masks and no dense buffers; the only other per-weight state is the
   "ever active" set, bit-packed (1 bit per weight), for the explored fraction / ITOP rate.
   Engine memory is therefore about 0.28x the memory of float32 sparse weights.
@@ -24,13 +26,24 @@ How it works and why:
   inverted mask). Layers that are fully dense (e.g. made dense by ERK) are skipped. Gradients are
   not masked, so the *dense* gradient of the current mini-batch is available to RigL growth.
 * **Updates.** At optimizer steps t with ``t % update_interval == 0`` and ``t < end_step`` (when
-  given), with p_t from the prune schedule, each layer with n_active active weights out of n:
-  ``k = min(ceil(p_t * n_active), n - n_active)`` weights are pruned by the prune rule and exactly
-  ``k`` positions that were inactive *before* this update are regrown by the grow rule.
-  Positions pruned in this update are not eligible for regrowth in the same update (a pruned
-  weight is never immediately re-activated at value 0, so every update really moves k weights;
-  this differs from RigL, which allows it). Hence the cap ``n - n_active``: a dense layer never
-  changes. Active counts per layer never change.
+  given), with p_t from the prune schedule, each layer with n_active active weights out of n
+  prunes ``k = ceil(p_t * n_active)`` weights by the prune rule and regrows exactly ``k`` by the
+  grow rule. ``regrow_pruned=True`` (default; the released FreeTickets code and RigL): every
+  position inactive after pruning is eligible, so a weight pruned in an update may be regrown in
+  the same update (restarting at 0). ``regrow_pruned=False``: only positions inactive *before*
+  the update are eligible, so every update really moves k weights; then
+  ``k = min(ceil(p_t * n_active), n - n_active)``. Layers at density 1 never change; active
+  counts per layer never change (:mod:`~freetickets.sparse.layer_update`).
+* **Non-finite grow scores.** When an update is due and the grow score of a sparse layer (its
+  gradient for ``grow='gradient'`` and custom rules, its momentum buffer for ``'momentum'``) has
+  an inf/NaN entry -- e.g. a step that ``torch.amp.GradScaler`` skipped because fp16 gradients
+  overflowed -- no update happens on that step (masks and counters unchanged, a warning logged);
+  the update is performed at the next step whose scores are all finite (with the fraction of
+  the step it was due at). The step counter counts every step.
+* **Gradient accumulation.** ``update_interval`` and ``end_step`` count ``engine.step()`` calls,
+  i.e. optimizer steps: call it after each ``optimizer.step()``, not after each micro-batch's
+  ``backward()``. Gradient growth then ranks ``param.grad``, the gradient accumulated over the
+  micro-batches of that optimizer step.
 * **Regrown weights** are set to exactly 0 and every optimizer-state tensor with the
   parameter's shape (SGD ``momentum_buffer``; Adam/AdamW ``exp_avg``, ``exp_avg_sq``,
   ``max_exp_avg_sq``; the same for other optimizers) is zeroed at the regrown positions, so a new
@@ -44,26 +57,27 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from freetickets.sparse.distributions import DISTRIBUTIONS, layer_active_counts, validate_sparsity
+from freetickets.sparse.layer_update import grow_score, layer_k, nonfinite_layers, update_layer
+from freetickets.sparse.layer_update import pack_bits_fast as _pack_bits_fast  # noqa: F401 (old name)
+from freetickets.sparse.layer_update import zero_at as _zero_at  # noqa: F401 (old name)
 from freetickets.sparse.masks import count_bits, pack_bits, random_mask, unpack_bits
-from freetickets.sparse.params import sparsifiable_parameters, unwrap_model
+from freetickets.sparse.params import normalise_patterns, sparsifiable_parameters, unwrap_model
 from freetickets.sparse.rules import GrowContext, GrowRule, PruneRule, get_grow_rule, get_prune_rule
 from freetickets.sparse.schedules import get_schedule
-from freetickets.sparse.selection import ceil_product
 
 __all__ = ["SparseEngine"]
 
 logger = logging.getLogger(__name__)
 
 _STATE_FORMAT = "freetickets-sparse-engine"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 SPARSE_INITS = ("none", "rescale")
 
 
@@ -95,42 +109,14 @@ def _has_momentum_state(optimizer: torch.optim.Optimizer | None) -> bool:
     return True
 
 
-def _pack_bits_fast(mask: torch.Tensor) -> torch.Tensor:
-    """:func:`~freetickets.sparse.masks.pack_bits`, with ``numpy.packbits`` on CPU (a SIMD byte
-    scan, hundreds of times faster than the generic multiply-and-sum)."""
-    if mask.device.type != "cpu":
-        return pack_bits(mask)
-    return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
-
-
-_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
-
-
-@torch.no_grad()
-def _zero_at(tensor: torch.Tensor, where: torch.Tensor) -> None:
-    """``tensor.masked_fill_(where, 0)``; on CPU written in place by ``numpy.copyto`` (no
-    intra-op thread-pool wake-up), then an empty in-place torch op on a view moves autograd's
-    version counter exactly as ``masked_fill_`` would."""
-    if tensor.device.type != "cpu" or where.device.type != "cpu" or tensor.dtype not in _NUMPY_DTYPES:
-        tensor.masked_fill_(where, 0)
-        return
-    t_np, w_np = tensor.detach().numpy(), where.numpy()
-    if t_np.dtype == np.float32 and t_np.flags.c_contiguous and w_np.flags.c_contiguous:
-        # Branch-free: AND the bit patterns with 0 (selected) or all ones (kept), so selected
-        # entries become +0.0 and the others keep their exact bits (NaN, inf and -0.0 included).
-        keep = np.subtract(w_np.view(np.uint8), 1, dtype=np.int32)
-        np.bitwise_and(t_np.view(np.int32), keep, out=t_np.view(np.int32))
-    else:
-        np.copyto(t_np, 0, where=w_np)
-    tensor.as_strided((0,), (1,)).zero_()
-
-
 class SparseEngine:
     """Dynamic sparse training engine (masks, exact sparsity, prune-and-regrow updates).
 
     Args:
         model: any ``nn.Module`` (DDP- or ``torch.compile``-wrapped is fine); the weights of its
-            Conv1d/2d/3d and Linear layers become sparse, names are those of the unwrapped model.
+            Conv1d/2d/3d and Linear layers and the input projections of its
+            ``nn.MultiheadAttention`` modules become sparse (:mod:`~freetickets.sparse.params`);
+            names are those of the unwrapped model.
         optimizer: the optimizer stepping ``model``'s parameters (its state is zeroed at regrown
             positions); may be ``None`` for fixed masks without an optimizer.
         sparsity: overall fraction S in [0, 1) of zero weights over the sparse layers. May be
@@ -150,6 +136,12 @@ class SparseEngine:
             1/sqrt(density), the sparsity-aware initialisation of Evci et al. 2020).
         masks: optional ``name -> bool tensor`` to start from (PF ensembles, static runs); a
             sparse layer missing from it is dense.
+        include: ``fnmatch`` patterns of parameter names (>= 2 dimensions) to make sparse as
+            well, e.g. ``["emb.weight"]``.
+        exclude: ``fnmatch`` patterns of parameter names to keep dense, e.g. ``["conv1.weight"]``
+            (wins over ``include``). A pattern matching nothing is a ``ValueError``.
+        regrow_pruned: ``True`` (default, the released code and RigL): a weight pruned in an
+            update may be regrown in the same update; ``False``: it may not (see above).
         check_consistency: when ``torch.distributed`` is initialised, all-reduce
             :meth:`mask_checksum` after each update and raise ``RuntimeError`` if ranks differ.
 
@@ -162,7 +154,10 @@ class SparseEngine:
             (with ``grow='gradient'`` that update used the dense gradient of that step: RigL's
             FLOPs accounting counts a dense weight gradient for such steps).
         step_count / update_count: optimizer steps counted and updates performed.
-        pruned_total / regrown_total: weights moved by all updates so far (always equal).
+        pruned_total / regrown_total: weights pruned / regrown by all updates so far (always equal).
+        reactivated_total: regrown positions that were pruned in the same update
+            (``regrow_pruned=True`` only; always 0 otherwise).
+        postponed_steps: steps on which a due update was postponed (non-finite grow scores).
         sparsity_target: the requested overall sparsity (from the masks when ``sparsity=None``).
     """
 
@@ -182,6 +177,9 @@ class SparseEngine:
         sparse_init: str = "none",
         masks: Mapping[str, torch.Tensor] | None = None,
         check_consistency: bool = False,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        regrow_pruned: bool = True,
     ) -> None:
         # ---- validate arguments (ValueError naming the argument and the allowed values)
         if masks is None or sparsity is not None:
@@ -207,6 +205,8 @@ class SparseEngine:
             )
         if not _is_int(seed):
             raise ValueError(f"seed must be an integer, got {seed!r}")
+        if not isinstance(regrow_pruned, bool):
+            raise ValueError(f"regrow_pruned must be True or False, got {regrow_pruned!r}")
 
         self.model = unwrap_model(model)
         self.optimizer = optimizer
@@ -219,8 +219,11 @@ class SparseEngine:
         self.seed = seed
         self.sparse_init = sparse_init
         self.check_consistency = bool(check_consistency)
+        self.regrow_pruned = regrow_pruned
+        self.include = list(normalise_patterns(include, "include"))
+        self.exclude = list(normalise_patterns(exclude, "exclude"))
 
-        named = sparsifiable_parameters(self.model)
+        named = sparsifiable_parameters(self.model, include=self.include, exclude=self.exclude)
         self._names: list[str] = [name for name, _ in named]
         self._params: list[nn.Parameter] = [p for _, p in named]
         sparse_ids = {id(p) for p in self._params}
@@ -258,7 +261,10 @@ class SparseEngine:
         self.topology_version = 0
         self.pruned_total = 0
         self.regrown_total = 0
+        self.reactivated_total = 0
         self.last_step_was_update = False
+        self._pending: tuple[int, float] | None = None  # (due step, fraction) of a postponed update
+        self.postponed_steps = 0
 
         with torch.no_grad():
             if sparse_init == "rescale":
@@ -304,15 +310,46 @@ class SparseEngine:
         """Call once per optimizer step, after ``optimizer.step()`` and before ``zero_grad()``.
 
         Re-zeros masked weights; when an update is due (see the module docstring), prunes and
-        regrows with the scheduled fraction using the current mini-batch's dense gradient.
+        regrows with the scheduled fraction using the current mini-batch's dense gradient. An
+        update whose grow scores are not all finite is postponed to the next step where they are.
         """
         self._step_count += 1
         self.apply_masks()
         self.last_step_was_update = False
         if self._update_due(self._step_count):
+            if self._pending is not None:
+                logger.warning("SparseEngine: the update due at step %d was never performed (grow scores stayed "
+                               "non-finite); the update due at step %d replaces it", self._pending[0], self._step_count)
             fraction = self._schedule(self._step_count, self.prune_fraction, self.end_step)
-            self._update(fraction)
-            self.last_step_was_update = True
+            self._pending = (self._step_count, fraction)
+        if self._pending is None:
+            return
+        bad = self._nonfinite_layers()
+        if bad:
+            self.postponed_steps += 1
+            log = logger.warning if self._pending[0] == self._step_count else logger.debug
+            log("SparseEngine: step %d: non-finite grow scores in %d layer(s) (%s%s); the topology update due at "
+                "step %d is postponed to the next step with finite scores", self._step_count, len(bad),
+                ", ".join(bad[:3]), " ..." if len(bad) > 3 else "", self._pending[0])
+            return
+        fraction = self._pending[1]
+        self._pending = None
+        self._update(fraction)
+        self.last_step_was_update = True
+
+    def _nonfinite_layers(self) -> list[str]:
+        """Names of the layers an update would change whose grow score has an inf/NaN entry."""
+        scores = []
+        for i, (name, p) in enumerate(zip(self._names, self._params)):
+            if self._counts[i] < self._numels[i]:
+                state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
+                scores.append((name, grow_score(self._grow_rule, p, state)))
+        return nonfinite_layers(scores)
+
+    @property
+    def update_pending(self) -> bool:
+        """True while a due update waits for finite grow scores."""
+        return self._pending is not None
 
     def update_topology(self, fraction: float) -> None:
         """One prune-and-regrow of ``fraction`` of each layer's active weights now (the EDST jump),
@@ -328,60 +365,29 @@ class SparseEngine:
     @torch.no_grad()
     def _update(self, fraction: float) -> None:
         moved = 0
+        reactivated: list[int | torch.Tensor] = []
         for i, (name, p) in enumerate(zip(self._names, self._params)):
-            mask = self.masks[name]
-            n_active, n = self._counts[i], self._numels[i]
-            k = min(ceil_product(fraction, n_active), n - n_active)
+            k = layer_k(fraction, self._counts[i], self._numels[i], self.regrow_pruned)
             if k <= 0:
                 continue
-            removed = self._prune_rule(p, mask, k)
-            self._check_selection(removed, mask, k, name, "prune")
-            on_cpu = mask.device.type == "cpu"
-            eligible = torch.from_numpy(np.logical_not(mask.numpy())) if on_cpu else ~mask
             state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
-            context = GrowContext(grad=p.grad, optimizer_state=state, generator=self._generator, name=name)
-            grown = self._grow_rule(p, eligible, k, context)
-            self._check_selection(grown, eligible, k, name, "grow")
-            del eligible
-            if on_cpu:  # numpy on zero-copy views: no intra-op thread-pool wake-ups (see selection)
-                mask_np = mask.numpy()
-                np.logical_xor(mask_np, removed.numpy(), out=mask_np)  # removed is a subset of mask
-                np.logical_or(mask_np, grown.numpy(), out=mask_np)
-            else:
-                mask.logical_xor_(removed)  # removed is a subset of mask: this clears exactly those
-                mask.logical_or_(grown)
-            _zero_at(p, removed)  # grown positions were inactive, hence already exactly 0
-            for value in state.values():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                    _zero_at(value, grown)
-            if on_cpu:
-                ever = self._ever_active[i].numpy()
-                np.bitwise_or(ever, _pack_bits_fast(grown).numpy(), out=ever)
-            else:
-                self._ever_active[i].bitwise_or_(_pack_bits_fast(grown))
+            reactivated.append(update_layer(p, self.masks[name], self._ever_active[i], k, self._prune_rule,
+                                            self._grow_rule, state, self._generator, name, self.regrow_pruned))
             moved += k
         self._update_count += 1
         self.pruned_total += moved
         self.regrown_total += moved
+        tensors = [r for r in reactivated if isinstance(r, torch.Tensor)]
+        again = sum(int(r) for r in reactivated if not isinstance(r, torch.Tensor))
+        if tensors:
+            again += int(torch.stack([t.to(tensors[0].device) for t in tensors]).sum())
+        self.reactivated_total += again
         if moved:
             self.topology_version += 1
-        logger.debug("topology update %d at step %d: fraction %.4f, %d weights moved",
-                     self._update_count, self._step_count, fraction, moved)
+        logger.debug("topology update %d at step %d: fraction %.4f, %d weights moved (%d regrown where pruned)",
+                     self._update_count, self._step_count, fraction, moved, again)
         if self.check_consistency:
             self._check_ranks()
-
-    @staticmethod
-    def _check_selection(selected: Any, allowed: torch.Tensor, k: int, name: str, what: str) -> None:
-        if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool or selected.shape != allowed.shape:
-            raise RuntimeError(f"{what} rule for {name}: must return a bool tensor of shape {tuple(allowed.shape)}")
-        if selected.device.type == "cpu" and allowed.device.type == "cpu":
-            sel_np = selected.numpy()
-            exact = int(np.count_nonzero(sel_np)) == k and int(np.count_nonzero(sel_np & allowed.numpy())) == k
-        else:
-            # both counts in one device-to-host read
-            exact = torch.stack([selected.sum(), (selected & allowed).sum()]).tolist() == [k, k]
-        if not exact:
-            raise RuntimeError(f"{what} rule for {name}: must select exactly {k} allowed positions")
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -428,6 +434,9 @@ class SparseEngine:
             "topology_version": self.topology_version,
             "pruned_total": self.pruned_total,
             "regrown_total": self.regrown_total,
+            "reactivated_total": self.reactivated_total,
+            "postponed_steps": self.postponed_steps,
+            "update_pending": self._pending is not None,
         }
 
     def memory_bytes(self) -> int:
@@ -476,12 +485,16 @@ class SparseEngine:
             "pruned_total": self.pruned_total,
             "regrown_total": self.regrown_total,
             "last_step_was_update": self.last_step_was_update,
+            "reactivated_total": self.reactivated_total,
+            "postponed_steps": self.postponed_steps,
+            "pending_update": None if self._pending is None else [self._pending[0], self._pending[1]],
             "generator_state": self._generator.get_state(),
             "config": {
                 "sparsity": self.sparsity_target, "distribution": self.distribution, "prune": self.prune,
                 "grow": self.grow, "prune_fraction": self.prune_fraction,
                 "prune_schedule": self.prune_schedule, "update_interval": self.update_interval,
                 "end_step": self.end_step, "seed": self.seed, "sparse_init": self.sparse_init,
+                "regrow_pruned": self.regrow_pruned, "include": list(self.include), "exclude": list(self.exclude),
             },
         }
 
@@ -510,6 +523,10 @@ class SparseEngine:
         self.pruned_total = int(state["pruned_total"])
         self.regrown_total = int(state["regrown_total"])
         self.last_step_was_update = bool(state.get("last_step_was_update", False))
+        self.reactivated_total = int(state.get("reactivated_total", 0))
+        self.postponed_steps = int(state.get("postponed_steps", 0))
+        pending = state.get("pending_update")
+        self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
         self._generator.set_state(state["generator_state"].cpu())
         self.apply_masks()
 
@@ -518,5 +535,6 @@ class SparseEngine:
             f"SparseEngine(layers={len(self._names)}, sparsity={self.sparsity():.4f}, "
             f"distribution={self.distribution!r}, prune={self.prune!r}, grow={self.grow!r}, "
             f"prune_fraction={self.prune_fraction}, prune_schedule={self.prune_schedule!r}, "
-            f"update_interval={self.update_interval}, end_step={self.end_step}, steps={self._step_count})"
+            f"update_interval={self.update_interval}, end_step={self.end_step}, "
+            f"regrow_pruned={self.regrow_pruned}, steps={self._step_count})"
         )

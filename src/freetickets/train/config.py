@@ -70,6 +70,9 @@ class TrainConfig:
     update_interval: int | None = 1000  # optimizer steps between topology updates
     update_end_fraction: float | None = None  # stop updates after this fraction of steps
     sparse_init: str = "none"
+    regrow_pruned: bool = True  # a weight pruned in an update may be regrown in it (released code, RigL)
+    include: list = field(default_factory=list)  # fnmatch patterns of extra sparse parameters (>= 2-D)
+    exclude: list = field(default_factory=list)  # fnmatch patterns of parameters kept dense
 
     # ensembles
     members: int = 3
@@ -216,7 +219,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-_BOOL_FIELDS = ("nesterov", "channels_last", "compile", "check_consistency", "sync_batchnorm")
+_BOOL_FIELDS = ("nesterov", "channels_last", "compile", "check_consistency", "sync_batchnorm", "regrow_pruned")
 # Upper bounds that catch typos (an extra zero or two) before they allocate a plan of a billion
 # epochs or generate a data set that does not fit in memory.
 _MAXIMA = {"epochs": 100_000, "explore_epochs": 100_000, "pf_epochs": 100_000, "warmup_epochs": 100_000,
@@ -229,6 +232,10 @@ def _check_more(cfg: TrainConfig) -> None:
         value = getattr(cfg, name, False)
         if not isinstance(value, bool):
             raise UserError(f"{name}: expected true or false, got {value!r}")
+    for name in ("include", "exclude"):
+        value = getattr(cfg, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise UserError(f"--{name}: expected a list of parameter-name patterns (fnmatch, e.g. conv1.weight), got {value!r}")
     for name, maximum in _MAXIMA.items():
         value = getattr(cfg, name)
         if value is not None and value > maximum:
@@ -281,7 +288,6 @@ def check_model(cfg: TrainConfig) -> None:
             model = create_model(cfg.model, num_classes=num_classes, input_shape=shape, **kwargs)
             if shape is not None:
                 model.eval()(torch.zeros(2, *shape))
-        del model
     except UserError as exc:
         msg = str(exc)
         if msg.startswith("name: "):
@@ -291,6 +297,15 @@ def check_model(cfg: TrainConfig) -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"--model: cannot build {cfg.model!r} with model_kwargs {cfg.model_kwargs} for "
                         f"{cfg.data}: {first}") from None
+    if cfg.is_sparse and (cfg.include or cfg.exclude):
+        from freetickets.train.sparse_options import selected_parameters
+
+        try:
+            selected_parameters(cfg, model)
+        except ValueError as exc:
+            flag = "--include" if str(exc).startswith("include") else "--exclude"
+            raise UserError(f"{flag}: {exc}") from None
+    del model
 
 
 def _normalise_key(key: str) -> str:
@@ -312,6 +327,9 @@ def merge(cfg: TrainConfig, values: dict[str, Any], *, source: str) -> TrainConf
         updates[k] = value
     out = dataclasses.replace(cfg, **updates)
     _coerce_types(out, source)
+    for name in ("include", "exclude"):  # a single pattern written as a string (YAML or --set)
+        if isinstance(getattr(out, name), str):
+            setattr(out, name, [getattr(out, name)])
     return out
 
 
