@@ -39,6 +39,7 @@ from transformers import TrainerCallback
 
 from freetickets.integrations._common import build_engine, engine_log_values, unwrap_optimizer
 from freetickets.sparse import SparseEngine
+from freetickets.utils.io import atomic_torch_save
 
 __all__ = ["ENGINE_FILE", "SparseTrainingCallback"]
 
@@ -94,7 +95,7 @@ class SparseTrainingCallback(TrainerCallback):
         if not os.path.isdir(folder):
             logger.warning("SparseTrainingCallback: checkpoint folder %s not found; engine state not saved", folder)
             return
-        torch.save(self.engine.state_dict(), os.path.join(folder, ENGINE_FILE))
+        atomic_torch_save(self.engine.state_dict(), os.path.join(folder, ENGINE_FILE))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.engine is None or logs is None:
