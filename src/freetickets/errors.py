@@ -17,3 +17,8 @@ class UnsafeFileError(UserError):
 
 class NonFiniteError(RuntimeError):
     """Training produced a NaN/Inf loss or weight."""
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption signal after writing a checkpoint (see
+    :mod:`freetickets.train.preempt`); the message is the one line the CLI prints."""

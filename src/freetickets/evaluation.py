@@ -86,11 +86,12 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Sequence[str] | None = None,
                  corruptions: str | None = "builtin", device: str = "auto", batch_size: int = 1024,
-                 return_artifacts: bool = False):
+                 return_artifacts: bool = False, partial: bool = False):
     """Evaluate the tickets of a completed run on the test split, OoD sets and corruptions.
 
     Returns the §2.4 object (and, with ``return_artifacts``, a dict with the test ``probs``
-    ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots).
+    ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots). ``partial``: evaluate the
+    tickets a running or interrupted run lists so far (``result["partial"]`` is then True).
     """
     from freetickets.data import corruption_sets, list_ood, load_data, ood_sets
     from freetickets.ensembles.ensemble import Ensemble
@@ -102,12 +103,12 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     from freetickets.train.runner import resolve_device
 
     run_dir = Path(run_dir)
-    manifest = load_complete_manifest(run_dir)
+    manifest = load_complete_manifest(run_dir, partial=partial)
     cfg = _read_config(run_dir)
     dev = resolve_device(device)
     data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
     data = load_data(manifest["data"], data_dir, num_samples=cfg.get("num_samples"), seed=0, device="cpu")
-    ens = Ensemble.load(run_dir, device=dev)
+    ens = Ensemble.load(run_dir, device=dev, partial=partial)
 
     probs = member_probs_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
     labels = data.test.y.cpu()
@@ -158,6 +159,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     result["method"] = manifest["method"]
     result["data"] = manifest["data"]
     result["model"] = manifest["model"]
+    if partial:
+        result["partial"] = True
     if return_artifacts:
         return result, artifacts
     return result
@@ -201,7 +204,7 @@ def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
-                device: str = "auto", command: str | None = None) -> Path:
+                device: str = "auto", command: str | None = None, partial: bool = False) -> Path:
     """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
     from freetickets.report import write_report, write_results_json
 
@@ -209,7 +212,7 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
     artifacts: dict[str, Any] = {}
     data_name = None
     for rd in run_dirs:
-        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True)
+        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial)
         if data_name is not None and res["data"] != data_name:
             raise UserError(f"report: {rd} used data '{res['data']}', the others '{data_name}'; compare runs on one data set")
         data_name = res["data"]

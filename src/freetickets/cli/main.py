@@ -14,13 +14,14 @@ from typing import Any, Sequence
 import yaml
 
 from freetickets import __version__
-from freetickets.errors import NonFiniteError, UserError
+from freetickets.errors import NonFiniteError, Preempted, UserError
 from freetickets.names import METHODS
 
 log = logging.getLogger("freetickets.cli")
 
 EXIT_USER = 2
 EXIT_NONFINITE = 3
+EXIT_PREEMPTED = 75  # = freetickets.train.preempt.EXIT_PREEMPTED: stopped by a signal, checkpoint written
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from freetickets.evaluation import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data_dir=args.data_dir, ood=args.ood, corruptions=args.corruptions,
-                          device=args.device)
+                          device=args.device, partial=args.partial)
     _out(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -194,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from freetickets.evaluation import report_runs
 
-    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device)
+    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device, partial=args.partial)
     _out(f"report written to {path}")
     return 0
 
@@ -215,7 +216,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from freetickets.train.runner import resolve_device
 
     # "auto" is a CLI choice, not a torch device: resolve it as evaluate does.
-    path = predict_file(args.run_dir, args.input, args.output, device=resolve_device(args.device))
+    path = predict_file(args.run_dir, args.input, args.output, device=resolve_device(args.device),
+                        partial=args.partial)
     _out(f"predictions written to {path}")
     return 0
 
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--corruptions", default="builtin", metavar="{builtin,DIR,none}",
                    help="corruption source: builtin (MNIST-1D-C), a CIFAR-C directory, or none")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("-v", "--verbose", action="store_true")
 
@@ -257,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument("--data-dir")
+    r.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("-v", "--verbose", action="store_true")
 
@@ -282,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("--input", required=True, metavar="FILE.npy")
     pr.add_argument("--output", metavar="FILE", help=".npz (default) or .csv")
+    pr.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("-v", "--verbose", action="store_true")
 
@@ -303,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USER
         _setup_logging(getattr(args, "verbose", False))
         return COMMANDS[args.command](args)
+    except Preempted as exc:
+        if _is_main_rank():
+            print(f"freetickets: {exc}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except NonFiniteError as exc:
         print(f"freetickets: error: {exc}", file=sys.stderr)
         return EXIT_NONFINITE

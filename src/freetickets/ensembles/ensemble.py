@@ -137,13 +137,16 @@ class Ensemble:
         run_dir: str | os.PathLike,
         device: str | torch.device = "cpu",
         batched: Batched = "auto",
+        partial: bool = False,
     ) -> "Ensemble":
         """Build the ensemble of a completed run directory.
 
         Reads ``RUN_DIR/manifest.json`` (``status`` must be ``"complete"``), creates each member
         with ``create_model(manifest["model"], num_classes=..., input_shape=..., **model_kwargs)``
         and loads its ticket (``manifest["tickets"][k]["file"]``, relative to ``run_dir``).
-        The manifest is kept as ``ensemble.manifest``.
+        The manifest is kept as ``ensemble.manifest``. A run that a live ``freetickets train``
+        still writes (its lock is held) is refused too; ``partial=True`` loads the tickets the
+        manifest lists so far instead (of a running or interrupted run).
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -151,7 +154,12 @@ class Ensemble:
         manifest = read_json(run_dir / "manifest.json")
         if not isinstance(manifest, dict):
             raise UserError(f"{run_dir / 'manifest.json'}: expected a JSON object")
-        if manifest.get("status") != "complete":
+        from freetickets.train.rundir import check_readable
+        from freetickets.train.runlock import holder
+
+        if partial or manifest.get("status") == "complete" or holder(run_dir) is not None:
+            check_readable(run_dir, manifest, partial=partial)  # a live writer is reported by name
+        else:
             raise UserError(
                 f"{run_dir}: run directory is not a completed run "
                 f"(status {manifest.get('status')!r}, expected 'complete')"

@@ -95,6 +95,7 @@ def predict_file(
     output_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
+    partial: bool = False,
 ) -> Path:
     """Predict class probabilities and uncertainty for every input in ``input_path``.
 
@@ -112,7 +113,7 @@ def predict_file(
     if suffix not in (".npz", ".csv"):
         raise UserError(f"output: unsupported suffix {output_path.suffix!r}; use .npz or .csv")
 
-    ens = Ensemble.load(run_dir, device=device)
+    ens = Ensemble.load(run_dir, device=device, partial=partial)
     manifest = ens.manifest or {}
     input_shape = tuple(int(s) for s in manifest["input_shape"])
     arr = load_inputs(input_path, input_shape)

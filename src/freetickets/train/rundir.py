@@ -15,6 +15,7 @@ from typing import Any
 
 from freetickets import __version__
 from freetickets.errors import UserError
+from freetickets.train.runlock import LOCK_NAME, describe_holder, holder
 from freetickets.utils.io import append_line, atomic_write_json, atomic_write_text, read_json
 
 MANIFEST_FORMAT = "freetickets-run"
@@ -64,8 +65,10 @@ class RunDir:
             raise UserError(f"--out: {self.root} exists and is not a directory")
         # A run that failed during setup (bad --from, data or model) leaves only an empty tickets/
         # folder: that is not a run, so a corrected command may reuse the directory.
+        # The lock file (runlock.LOCK_NAME) is taken before this runs and is not part of a run either.
         existing = self.root.is_dir() and any(
-            not (c.name == "tickets" and c.is_dir() and not any(c.iterdir())) for c in self.root.iterdir()
+            not (c.name == "tickets" and c.is_dir() and not any(c.iterdir())) and c.name != LOCK_NAME
+            for c in self.root.iterdir()
         )
         if resume:
             if self.config.is_file():
@@ -83,6 +86,8 @@ class RunDir:
             if not self.manifest.is_file() and not self.config.is_file():
                 raise UserError(f"--overwrite: {self.root} is not a freetickets run directory; refusing to delete it")
             for child in self.root.iterdir():
+                if child.name == LOCK_NAME:
+                    continue  # held by this process
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
                 else:
@@ -153,16 +158,35 @@ def _is_json(line: str) -> bool:
     return bool(line.strip())
 
 
-def load_complete_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a completed run, or a one-line :class:`UserError`."""
+def check_readable(run_dir: str | Path, manifest: dict[str, Any], *, partial: bool = False) -> None:
+    """Refuse (one line) to read a run that a live ``freetickets train`` is writing, or that is
+    not complete, unless ``partial``: then the tickets the manifest lists so far are used (the
+    members finished so far; EDST lists its tickets when the run ends)."""
+    root = Path(run_dir)
+    who = holder(root)
+    status = manifest.get("status")
+    if partial:
+        if not manifest.get("tickets"):
+            raise UserError(f"{root}: --partial: no tickets listed in the manifest yet (status '{status}')")
+        return
+    if who is not None:
+        raise UserError(f"{root}: the run is still being trained ({describe_holder(who)}); wait for it to finish, "
+                        "or pass --partial to use the tickets written so far")
+    if status != "complete":
+        raise UserError(f"{root}: the run is not complete (status '{status}'); finish it with `freetickets train --resume --out {root}` "
+                        "(or pass --partial to use the tickets written so far)")
+
+
+def load_complete_manifest(run_dir: str | Path, *, partial: bool = False) -> dict[str, Any]:
+    """The manifest of a completed run (with ``partial``: of any run with tickets), or a one-line
+    :class:`UserError` (see :func:`check_readable`)."""
     rd = RunDir(run_dir)
     if not rd.root.is_dir():
         raise UserError(f"{rd.root}: run directory not found")
     if not rd.manifest.is_file():
         raise UserError(f"{rd.root}: not a freetickets run directory (no manifest.json)")
     m = rd.read_manifest()
-    if m.get("status") != "complete":
-        raise UserError(f"{rd.root}: the run is not complete (status '{m.get('status')}'); finish it with `freetickets train --resume --out {rd.root}`")
+    check_readable(rd.root, m, partial=partial)
     return m
 
 

@@ -28,6 +28,7 @@ from freetickets.methods import EngineSetup, Job, get_recipe
 from freetickets.train.config import TrainConfig, check_model, to_yaml, validate
 from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed,
                                            convert_sync_batchnorm, init_distributed, loss_scale, run_on_main)
+from freetickets.train.preempt import RunGuard
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
 from freetickets.train.schedules import EpochSpec, warmup_factor
@@ -119,6 +120,7 @@ class Trainer:
         self.overwrite = overwrite
         self.progress = progress
         self.callback = callback
+        self.guard = RunGuard(self.run.root)  # the run directory's lock and the preemption signals
         # Everything that can be checked without data is checked now, before any directory is
         # touched or data generated: the device, the model (built on the meta device for the data
         # set's shape) and the runs a recipe starts from (PF's parents).
@@ -143,7 +145,7 @@ class Trainer:
                             f"{data.num_classes} classes of {cfg.data}")
         # Only after the data loaded (a bad data directory leaves no half-made run directory), and
         # only rank 0 touches the run directory; its one-line error is raised on every rank.
-        run_on_main(lambda: self.run.prepare(resume=self.resume, overwrite=self.overwrite), dist_info)
+        run_on_main(lambda: (self.guard.lock(), self.run.prepare(resume=self.resume, overwrite=self.overwrite)), dist_info)
         model_kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
         factory = lambda: create_model(cfg.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape),
                                        **model_kwargs)
@@ -159,6 +161,10 @@ class Trainer:
     # ------------------------------------------------------------------ main
     def fit(self) -> dict[str, Any]:
         """Train (or resume) the whole run; return the final manifest."""
+        with self.guard:  # one writer per run directory; SIGTERM/SIGUSR1 stop with a checkpoint
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         ctx = self._setup()
         cfg, run = self.cfg, self.run
         ckpt = None
@@ -392,6 +398,12 @@ class Trainer:
                         and b + 1 < first_batch + len(it):
                     self._check_finite(model, job, spec, global_step, "before a checkpoint")
                     self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
+                if self.guard.should_stop(ctx.dist, ctx.device) and b + 1 < first_batch + len(it):
+                    # (at the epoch's last batch the stop waits for the end-of-epoch checkpoint)
+                    self._check_finite(model, job, spec, global_step, "before a checkpoint")
+                    self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
+                    self.guard.stop(ctx.dist, f"after step {global_step} (epoch {spec.epoch}, batch {b + 1} of "
+                                    f"{first_batch + len(it)}, {self._desc(job, spec)})", run.checkpoint)
             if pbar is not None:
                 pbar.close()
                 pbar = None
@@ -447,6 +459,9 @@ class Trainer:
             if spec.epoch + 1 < len(job.plan):
                 self._check_finite(model, job, spec, global_step, "before a checkpoint")
                 self._save_checkpoint(ctx, job_state(spec.epoch + 1, 0))
+                if self.guard.should_stop(ctx.dist, ctx.device):
+                    self.guard.stop(ctx.dist, f"at the end of epoch {spec.epoch} (step {global_step}, "
+                                    f"{self._desc(job, spec)})", run.checkpoint)
         # ---- end of job
         if job.tickets == "best":
             path = ticket_path(job.plan[-1])
