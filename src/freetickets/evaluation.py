@@ -70,7 +70,7 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
     dense_bytes = _dense_checkpoint_bytes(dense)
     tickets = manifest["tickets"]
     return {
-        "members": len(tickets),
+        "members": ensemble.members,
         "sparsity": float(sum(t.get("sparsity", 0.0) for t in tickets) / max(len(tickets), 1)),
         "nonzero_params": nonzero,
         "dense_params": dense_params,

@@ -98,6 +98,12 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--exclude", dict(nargs="+", metavar="PATTERN",
                        help="keep these parameters dense (fnmatch on names), e.g. conv1.weight")),
     ("--reference-epochs", dict(type=int, help="epochs of the dense recipe that *_vs_dense compares with")),
+    ("--mimo-input-repetition", dict(type=float, help="MIMO: fraction of training rows where all heads see the "
+                                                     "same example (rho); default 0")),
+    ("--mimo-batch-repetitions", dict(type=int, help="MIMO: times each example appears per training batch; default 1")),
+    ("--batchensemble-init", dict(help="BatchEnsemble rank-1 factor init: random_sign (default), normal, ones")),
+    ("--dropout-rate", dict(type=float, help="MC dropout: drop probability before every Conv/Linear layer but "
+                                           "the first; default 0.1")),
     ("--checkpoint-every-steps", dict(type=int, help="also checkpoint every N optimizer steps")),
     ("--from", dict(dest="from_run", metavar="RUN_DIR", help="pf: a completed deep run providing the dense parents")),
     ("--member", dict(type=int, help="train only member K (deep, dst, pf, static), e.g. one process per GPU")),
@@ -106,7 +112,7 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one method into a run directory",
-                       description="Train dense, deep, dst, edst, pf or static into RUN_DIR. --config gives "
+                       description=f"Train {', '.join(METHODS)} into RUN_DIR. --config gives "
                                    "defaults, flags override them; the resolved config is saved in RUN_DIR/config.yaml. "
                                    "Distributed: torchrun --nproc_per_node=K -m freetickets train ...")
     p.add_argument("--method", choices=METHODS, default=argparse.SUPPRESS,

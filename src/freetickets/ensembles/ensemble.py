@@ -71,6 +71,11 @@ def _outputs_agree(got: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float]:
     return diff <= tol * scale, diff
 
 
+def _is_form(model: nn.Module) -> bool:
+    """Whether ``model`` is one network holding several members (it has ``member_logits``)."""
+    return callable(getattr(model, "member_logits", None)) and hasattr(model, "num_members")
+
+
 def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Shannon entropy in nats of probability vectors along ``dim`` (``0 log 0 = 0``)."""
     return -torch.special.xlogy(probs, probs).sum(dim)
@@ -87,7 +92,9 @@ class Ensemble:
     """M member networks evaluated together.
 
     Args:
-        models: the members (``nn.Module`` mapping ``(B, *input_shape)`` to logits ``(B, C)``).
+        models: the members (``nn.Module`` mapping ``(B, *input_shape)`` to logits ``(B, C)``),
+            or a single *model form* holding all M members (MIMO, BatchEnsemble, MC dropout of
+            :mod:`freetickets.models.efficient`: ``num_members`` and ``member_logits(x) -> (M, B, C)``).
             They are put in eval mode (BatchNorm uses each member's own running statistics;
             dropout is off) and owned by the ensemble from then on.
         batched: ``"auto"`` (sequential: ``benchmarks/ensemble.py`` measured it faster than
@@ -118,6 +125,13 @@ class Ensemble:
             raise ValueError(f"batched: expected True, False or 'auto', got {batched!r}")
         if masks is not None and len(masks) != len(models):
             raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
+        forms = [m for m in models if _is_form(m)]
+        if forms and len(models) != 1:
+            raise ValueError("models: a model form (MIMO, BatchEnsemble, MC dropout) holds all members; pass it alone")
+        #: the one network holding every member (MIMO, BatchEnsemble, MC dropout), else None
+        self.form: nn.Module | None = forms[0] if forms else None
+        if self.form is not None:
+            batched = False  # the form computes its members itself
         self.models: list[nn.Module] = models
         self.masks: list[dict[str, torch.Tensor]] = [dict(m) for m in masks] if masks else [{} for _ in models]
         self._requested: Batched = batched
@@ -183,6 +197,10 @@ class Ensemble:
                 input_shape=tuple(int(s) for s in manifest["input_shape"]),
                 **kwargs,
             )
+            if manifest.get("model_form"):  # MIMO / BatchEnsemble / MC dropout: one network, M members
+                from freetickets.models.efficient import build_form
+
+                model = build_form(manifest["model_form"], model)
             try:
                 ticket_to_model(ticket, model)
             except UserError as exc:
@@ -197,8 +215,8 @@ class Ensemble:
 
     @property
     def members(self) -> int:
-        """Number of members M."""
-        return len(self.models)
+        """Number of members M (a model form's ``num_members``)."""
+        return int(self.form.num_members) if self.form is not None else len(self.models)
 
     @property
     def batched(self) -> bool:
@@ -332,6 +350,8 @@ class Ensemble:
         for m in self.models:
             if m.training:  # someone called .train() on a member; predictions use eval mode
                 m.eval()
+        if self.form is not None:
+            return self.form.member_logits(x)
         while self._path != "sequential":
             try:
                 if self._path == "fused":

@@ -6,15 +6,19 @@ does; adding a method means one new module here and one line in ``RECIPES``.
 from __future__ import annotations
 
 from freetickets.methods.base import EngineSetup, Job, Recipe
+from freetickets.methods.batchensemble import BatchEnsembleRecipe
 from freetickets.methods.dense import DeepEnsemble, Dense
 from freetickets.methods.dst import DSTEnsemble
 from freetickets.methods.edst import EDSTEnsemble
+from freetickets.methods.mcdropout import MCDropoutRecipe
+from freetickets.methods.mimo import MIMOEnsemble
 from freetickets.methods.pf import PFEnsemble
 from freetickets.methods.snapshot import SnapshotEnsemble
 from freetickets.methods.static import StaticEnsemble
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (Dense(), DeepEnsemble(), DSTEnsemble(), EDSTEnsemble(),
-                                                   PFEnsemble(), StaticEnsemble(), SnapshotEnsemble())}
+                                                   PFEnsemble(), StaticEnsemble(), SnapshotEnsemble(),
+                                                   MIMOEnsemble(), BatchEnsembleRecipe(), MCDropoutRecipe())}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -5,14 +5,18 @@ the mechanics every method shares: optimizer steps, learning-rate plans, validat
 files, checkpoints, exact resume, DDP and FLOPs metering. A recipe imports this module and the
 building blocks (``sparse/``, ``models/``, ``ensembles/``, ``flops/``), never the loop.
 
-A recipe answers five questions:
+A recipe answers these questions:
 
 - :meth:`Recipe.jobs` — which stretches of training (:class:`Job`) the run consists of;
 - :meth:`Recipe.make_engine` — whether a job trains sparse, and with which masks and updates;
 - :meth:`Recipe.training_batch` / :meth:`Recipe.training_logits` — how a data batch becomes the
   model's training inputs and the (N, C) logits / (N,) targets the loss sees;
 - :meth:`Recipe.end_of_phase` — what happens after a phase's ticket is taken (EDST's jump);
-- :meth:`Recipe.validate` — which settings the method cannot accept (one line per mistake).
+- :meth:`Recipe.validate` — which settings the method cannot accept (one line per mistake);
+- :meth:`Recipe.model_form` / :meth:`Recipe.build_model` / :meth:`Recipe.form_flops` — for the
+  efficient ensembles, the one network that holds all M members, and its exact costs;
+- :meth:`Recipe.training_loss` / :meth:`Recipe.validation_logits` — the loss of a step and the
+  scores that rank tickets on validation data (the ensemble's, for a model form).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from freetickets.train.schedules import EpochSpec
 
@@ -119,13 +124,45 @@ class Recipe:
         """The job's sparse engine, or None for dense training."""
         return None
 
-    def training_batch(self, x: torch.Tensor, y: torch.Tensor, job: Job, step: int):
+    def training_batch(self, cfg, x: torch.Tensor, y: torch.Tensor, job: Job, step: int):
         """(model inputs, targets) for one optimizer step; by default the batch itself."""
         return x, y
 
     def training_logits(self, output: torch.Tensor, targets: torch.Tensor):
         """(logits (N, C), targets (N,)) for the loss and training accuracy."""
         return output, targets
+
+    def training_loss(self, logits: torch.Tensor, targets: torch.Tensor, cfg) -> torch.Tensor:
+        """The loss of one step from :meth:`training_logits`' output: mean cross-entropy."""
+        return F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+
+    # ---- the model form (one network holding all M members: MIMO, BatchEnsemble, MC dropout)
+    def model_form(self, settings: dict) -> dict | None:
+        """``manifest["model_form"]`` (how :func:`freetickets.models.efficient.build_form`
+        rebuilds the trained network from the registry model), or None for a plain model."""
+        return None
+
+    def build_model(self, base: nn.Module, cfg) -> nn.Module:
+        """The network this method trains, made from the registry model ``base``."""
+        form = self.model_form(cfg.to_dict())
+        if form is None:
+            return base
+        from freetickets.models.efficient import build_form
+
+        return build_form(form, base)
+
+    def members_per_ticket(self, cfg) -> int:
+        """Ensemble members inside one ticket file (M for a model form, else 1)."""
+        return 1
+
+    def form_flops(self, model: nn.Module, input_shape: tuple[int, ...], cfg) -> tuple[float, float] | None:
+        """(training forward FLOPs per data sample, inference FLOPs per test sample) of a model
+        form, or None: the sparse/dense accounting of the registry model applies."""
+        return None
+
+    def validation_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` scores whose cross-entropy and argmax rank a ticket on validation data."""
+        return model(x)
 
     def end_of_phase(self, cfg, job: Job, spec: EpochSpec, engine) -> None:
         """Called after the ticket of a phase that ends at ``spec`` is recorded ("phase" jobs)."""

@@ -25,4 +25,30 @@ __all__ = [
     "mask_seed",
     "mimo_training_batch",
     "tile_batch",
+    "FORMS",
+    "build_form",
 ]
+
+#: The efficient forms by the name a run manifest records (``manifest["model_form"]["kind"]``).
+FORMS = ("mimo", "batchensemble", "mcdropout")
+
+
+def build_form(form: dict, base):
+    """Wrap the registry model ``base`` into the efficient form a manifest describes.
+
+    ``form``: ``{"kind": "mimo", "members": M}``, ``{"kind": "batchensemble", "members": M,
+    "init": ...}`` or ``{"kind": "mcdropout", "members": M, "rate": p, "seed": s}`` (what the
+    method recipes write into ``manifest["model_form"]``). Randomness of the wrapping (fresh
+    MIMO end layers, BatchEnsemble factors) comes from torch's global RNG; loading a ticket
+    overwrites it.
+    """
+    from freetickets.errors import UserError
+
+    kind = form.get("kind") if isinstance(form, dict) else None
+    if kind == "mimo":
+        return MIMO(base, int(form["members"]))
+    if kind == "batchensemble":
+        return BatchEnsemble(base, int(form["members"]), init=str(form.get("init", "random_sign")))
+    if kind == "mcdropout":
+        return MCDropout(base, float(form["rate"]), int(form["members"]), seed=int(form.get("seed", 0)))
+    raise UserError(f"model_form: unknown kind {kind!r}; expected one of {', '.join(FORMS)}")

@@ -19,7 +19,7 @@ from freetickets.errors import UserError
 from freetickets.names import METHODS
 
 SPARSE_METHODS = ("dst", "edst", "pf", "static")
-ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static", "snapshot")
+ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
 DISTRIBUTIONS = ("erk", "er", "uniform")
 PRUNE_RULES = ("magnitude", "set")
 GROW_RULES = ("gradient", "random", "momentum")
@@ -84,6 +84,12 @@ class TrainConfig:
     pf_epochs: int = 10
     from_run: str | None = None  # PF: a completed `deep` run providing the dense parents
     reference_epochs: int | None = None  # dense recipe epochs for *_vs_dense (None: epochs)
+
+    # efficient ensembles (one network holding M members)
+    mimo_input_repetition: float = 0.0  # MIMO: fraction rho of rows where all heads see one example
+    mimo_batch_repetitions: int = 1  # MIMO: each example appears r times per training batch
+    batchensemble_init: str = "random_sign"  # BatchEnsemble rank-1 factors: random_sign, normal, ones
+    dropout_rate: float = 0.1  # MC dropout: drop probability before every Conv/Linear layer but the first
 
     # engineering
     precision: str = "fp32"

@@ -98,8 +98,11 @@ def _eval_batches(split: Any, lo: int, hi: int, batch_size: int, normalize: Call
 @torch.no_grad()
 def evaluate_sharded(model: nn.Module, split: Any, batch_size: int, normalize: Callable | None,
                      device: torch.device, info: DistInfo, autocast: Callable | None = None,
-                     num_workers: int = 0, channels_last: bool = False) -> tuple[float, float]:
+                     num_workers: int = 0, channels_last: bool = False,
+                     forward: Callable | None = None) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``split``, identical on every rank.
+
+    ``forward(x) -> (B, C)`` scores (default ``model(x)``; a model form's ensemble log-probabilities).
 
     Each rank evaluates its contiguous shard; the float64 loss sum and the int64 correct count are
     all-reduced and then broadcast from rank 0, so every rank holds bitwise the same two numbers
@@ -114,7 +117,7 @@ def evaluate_sharded(model: nn.Module, split: Any, batch_size: int, normalize: C
         if channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast() if autocast else contextlib.nullcontext():
-            logits = model(xb)
+            logits = model(xb) if forward is None else forward(xb)
         logits = logits.float()
         totals[0] += F.cross_entropy(logits, yb, reduction="sum").double()
         totals[1] += (logits.argmax(1) == yb).sum().double()

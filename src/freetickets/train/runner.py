@@ -106,6 +106,8 @@ class RunContext:
     progress: bool
     callback: Callable[[dict], None] | None = None
     model_factory: Callable[[], nn.Module] | None = None
+    train_layer_flops: Any = None  # per-sample forward FLOPs the training meter uses (None: layer_flops)
+    form_inference_flops: float | None = None  # a model form's measured inference FLOPs per sample
     state: dict = field(default_factory=dict)  # completed tickets, totals
 
 
@@ -131,7 +133,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup(self) -> RunContext:
         from freetickets.data import load_data
-        from freetickets.flops import dense_layer_flops
+        from freetickets.flops import LayerFlops, dense_layer_flops
         from freetickets.models import create_model
 
         cfg = self.cfg
@@ -147,14 +149,20 @@ class Trainer:
         # only rank 0 touches the run directory; its one-line error is raised on every rank.
         run_on_main(lambda: (self.guard.lock(), self.run.prepare(resume=self.resume, overwrite=self.overwrite)), dist_info)
         model_kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
-        factory = lambda: create_model(cfg.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape),
-                                       **model_kwargs)
+        recipe = get_recipe(cfg.method)
+        registry_model = lambda: create_model(cfg.model, num_classes=data.num_classes,
+                                              input_shape=tuple(data.input_shape), **model_kwargs)
+        factory = lambda: recipe.build_model(registry_model(), cfg)  # the network the method trains
         with torch.random.fork_rng(devices=[]):
-            probe = factory()
-        layer_flops = dense_layer_flops(probe, tuple(data.input_shape))
+            probe = registry_model()
+            layer_flops = dense_layer_flops(probe, tuple(data.input_shape))  # the dense reference
+            form_cost = recipe.form_flops(recipe.build_model(probe, cfg), tuple(data.input_shape), cfg)
         del probe
         ctx = RunContext(cfg, self.run, device, dist_info, data, layer_flops, self.progress and dist_info.is_main,
                          self.callback, factory)
+        if form_cost is not None:  # one network holding M members: its own measured costs
+            ctx.train_layer_flops = LayerFlops(per_layer={}, other=form_cost[0])
+            ctx.form_inference_flops = form_cost[1]
         ctx.state["source_manifest"] = get_recipe(cfg.method).check_sources(cfg)
         return ctx
 
@@ -218,12 +226,14 @@ class Trainer:
         ref_epochs = cfg.reference_epochs or cfg.epochs
         dense_fwd = float(lf.total)
         manifest["tickets"] = tickets
-        manifest["members"] = len(tickets) if complete else manifest["members"]
+        per_ticket = get_recipe(cfg.method).members_per_ticket(cfg)
+        manifest["members"] = len(tickets) * per_ticket if complete else manifest["members"]
         manifest["flops"] = {
             "train_total": ctx.state["train_flops_total"],
             "dense_train_reference": 3.0 * dense_fwd * n_train * ref_epochs if n_train else None,
             "dense_reference_epochs": ref_epochs,
-            "inference_per_sample": sum(forward_flops(lf, t.get("densities") or {}) for t in tickets),
+            "inference_per_sample": (len(tickets) * ctx.form_inference_flops if ctx.form_inference_flops is not None
+                                     else sum(forward_flops(lf, t.get("densities") or {}) for t in tickets)),
             "dense_inference_per_sample": dense_fwd,
         }
         manifest["status"] = "complete" if complete else "running"
@@ -304,7 +314,7 @@ class Trainer:
         cfg, data, run = self.cfg, ctx.data, self.run
         recipe = get_recipe(cfg.method)
         model, train_model, optimizer, engine = self._build(ctx, job)
-        flops = TrainFlopsMeter(ctx.layer_flops)
+        flops = TrainFlopsMeter(ctx.train_layer_flops or ctx.layer_flops)
         autocast = self._autocast(ctx)
         steps_per_epoch = self._steps_per_epoch(ctx)
         warmup_steps = cfg.warmup_epochs * steps_per_epoch if job.warmup else 0
@@ -360,10 +370,10 @@ class Trainer:
                 if cfg.channels_last and x.dim() == 4 and ctx.device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 batch_size = int(y.shape[0])  # samples of the data batch (DDP weights, FLOPs, sums)
-                inputs, targets = recipe.training_batch(x, y, job, global_step)
+                inputs, targets = recipe.training_batch(cfg, x, y, job, global_step)
                 with autocast() if autocast else contextlib.nullcontext():
                     logits, targets = recipe.training_logits(train_model(inputs), targets)
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+                loss = recipe.training_loss(logits, targets, cfg)
                 loss_value = float(loss.detach())
                 if ctx.dist.enabled:  # DDP averages over ranks: weight slices by size (exact global mean)
                     loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
@@ -414,7 +424,8 @@ class Trainer:
             broadcast_buffers(model, ctx.dist)
             val_loss, val_acc = evaluate_sharded(model, data.val, cfg.eval_batch_size, data.normalize, ctx.device,
                                                  ctx.dist, autocast, cfg.num_workers,
-                                                 cfg.channels_last and ctx.device.type == "cuda")
+                                                 cfg.channels_last and ctx.device.type == "cuda",
+                                                 forward=lambda xb: recipe.validation_logits(model, xb))
             if ctx.dist.enabled:
                 totals = all_reduce_sum(torch.tensor([sums["loss"], sums["correct"], sums["seen"]],
                                                      dtype=torch.float64, device=ctx.device), ctx.dist).tolist()
