@@ -241,69 +241,64 @@ def _train_size(data: str, num_samples: int | None) -> int:
     return sizes[data]
 
 
-def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, method: str = "dst",
-                members: int = 3, epochs: int = 250, explore_epochs: int = 0, batch_size: int = 128,
-                num_samples: int | None = None, distribution: str = "erk", update_interval: int | None = 1000,
-                train_size: int | None = None, pf_epochs: int = 10, reference_epochs: int | None = None) -> str:
-    """Planned training and inference FLOPs of a method against one dense model (no training).
+def method_preset(method: str, data: str, model: str | None = None) -> str | None:
+    """The shipped preset of ``method`` on ``data`` (the one for ``model`` when there are several), or None."""
+    from freetickets.train.config import list_presets, load_yaml
 
-    Training steps = epochs × ceil(train_size / batch_size); gradient-growth update steps every
-    ``update_interval`` (DST, EDST). PF counts its dense parents plus ``pf_epochs`` of sparse
-    fine-tuning. EDST counts one run of ``epochs`` in total. The dense reference is one dense
-    model trained for ``reference_epochs`` (default: ``epochs``; the paper compares 450-epoch
-    EDST with 250-epoch dense training).
+    found = []
+    for name in list_presets():
+        values = load_yaml(name)
+        if values.get("method") == method and values.get("data") == data:
+            found.append((values.get("model") != model, name))
+    return min(found)[1] if found else None
+
+
+def flops_table(overrides: dict[str, Any], *, train_size: int | None = None) -> str:
+    """Planned training and inference FLOPs of a configuration against one dense model (no training).
+
+    ``overrides``: ``model`` (required), ``method`` (default dst), ``data`` (default mnist1d) and any
+    :class:`~freetickets.train.config.TrainConfig` keys given explicitly. The schedule and method
+    settings not given come from the method's shipped preset for the data set (e.g.
+    ``cifar10_wrn28x10_edst``: 150 + 3 x 100 epochs against the 250-epoch dense recipe), else the
+    defaults; the model comes from ``overrides`` (the preset's ``model_kwargs`` only when it is the
+    preset's model). Validated as ``train`` validates. Accounting: :mod:`freetickets.flops.plan`.
     """
-    from freetickets.flops import dense_layer_flops, estimate_train_flops, forward_flops
-    from freetickets.models import create_model
-    from freetickets.sparse import layer_densities, sparsifiable_parameters
+    from freetickets.flops.plan import DATA_SHAPES, planned_cost
+    from freetickets.methods import get_recipe
+    from freetickets.train.config import TrainConfig, load_yaml, merge, validate
 
-    if not 0 <= sparsity < 1:
-        raise UserError(f"--sparsity: {sparsity} is outside [0, 1)")
-    if members < 1 or epochs < 1 or batch_size < 1:
-        raise UserError("--members, --epochs and --batch-size must be positive")
-    shapes = {"mnist1d": (1, 40), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
-    classes = {"mnist1d": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
-    if data not in shapes:
-        raise UserError(f"--data: unknown data set '{data}'; use one of {', '.join(shapes)}")
-    net = create_model(model, num_classes=classes[data], input_shape=shapes[data])
-    lf = dense_layer_flops(net, shapes[data])
-    named = dict(sparsifiable_parameters(net))
-    dens = layer_densities({n: tuple(p.shape) for n, p in named.items()}, sparsity, distribution)
-    n = train_size or _train_size(data, num_samples)
-    if reference_epochs is not None and reference_epochs < 1:
-        raise UserError("--reference-epochs must be positive")
-    steps = epochs * math.ceil(n / batch_size)
-    ref_steps = (reference_epochs or epochs) * math.ceil(n / batch_size)
-    dense_train = estimate_train_flops(lf, {}, ref_steps, batch_size)
-    f_s = forward_flops(lf, dens)
-    updates = (steps // update_interval) if update_interval else 0
-    m = 1 if method in ("dense", "edst", "snapshot") else members
-    if method == "snapshot":  # one dense run of ``epochs``; M dense members at test
-        train_total = estimate_train_flops(lf, {}, steps, batch_size)
-        inf = members * lf.total
-    elif method in ("dense", "deep"):
-        train_total = m * estimate_train_flops(lf, {}, steps, batch_size)
-        inf = m * lf.total
-    elif method == "static":
-        train_total = m * estimate_train_flops(lf, dens, steps, batch_size)
-        inf = m * f_s
-    elif method in ("dst", "edst"):
-        train_total = m * estimate_train_flops(lf, dens, steps, batch_size, update_steps=updates)
-        inf = members * f_s
-    elif method == "pf":
-        ft = pf_epochs * math.ceil(n / batch_size)
-        train_total = m * (estimate_train_flops(lf, {}, steps, batch_size) + estimate_train_flops(lf, dens, ft, batch_size))
-        inf = m * f_s
-    nonzero = sum(int(round(dens[k] * named[k].numel())) for k in named)
-    total_sparse = sum(p.numel() for p in named.values())
+    overrides = dict(overrides)
+    method = overrides.setdefault("method", "dst")
+    data = overrides.setdefault("data", "mnist1d")
+    if data not in DATA_SHAPES:
+        raise UserError(f"--data: unknown data set '{data}'; use one of {', '.join(DATA_SHAPES)}")
+    preset = method_preset(method, data, overrides.get("model"))
+    cfg = TrainConfig()
+    if preset is not None:
+        values = load_yaml(preset)
+        if values.get("model") != overrides.get("model"):
+            values.pop("model_kwargs", None)
+        cfg = merge(cfg, values, source=f"preset {preset}")
+    cfg = validate(merge(cfg, overrides, source="arguments"))
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
+        raise UserError(f"--train-size: expected a positive integer, got {train_size!r}")
+    n = train_size or _train_size(data, cfg.num_samples)
+    c = planned_cost(cfg, n)
+    ref_epochs = cfg.reference_epochs or cfg.epochs
+    members = cfg.num_members
     lines = [
-        f"{method} of {model} on {data}: {members if method != 'dense' else 1} member(s), sparsity {sparsity} ({distribution})",
-        f"  dense forward FLOPs / sample     {lf.total:,.0f}",
-        f"  sparse forward FLOPs / sample    {f_s:,.0f}  ({f_s / lf.total:.3f}x dense)",
-        f"  active sparse weights / member   {nonzero:,} of {total_sparse:,}",
-        f"  training steps / run             {steps:,} ({epochs} epochs × {math.ceil(n / batch_size)} steps, batch {batch_size})",
-        f"  training FLOPs                   {train_total:.4g}  ({train_total / dense_train:.3f}x one dense model trained "
-        f"{reference_epochs or epochs} epochs: {dense_train:.4g})",
-        f"  inference FLOPs / sample         {inf:,.0f}  ({inf / lf.total:.3f}x one dense model)",
+        f"{method} of {cfg.model} on {data}: {members} member(s), sparsity "
+        f"{cfg.sparsity if get_recipe(method).sparse else 0.0} ({cfg.distribution})",
+        f"  settings from                    {('preset ' + preset) if preset else 'defaults'} and the flags given",
+        f"  dense forward FLOPs / sample     {c.dense_forward:,.0f}",
+        f"  sparse forward FLOPs / sample    {c.sparse_forward:,.0f}  ({c.sparse_forward / c.dense_forward:.3f}x dense)",
+        f"  active sparse weights / member   {c.active_weights:,} of {c.sparse_weights:,}",
+        f"  training steps / run             {c.steps:,} ({c.steps // c.steps_per_epoch} epochs × {c.steps_per_epoch} "
+        f"steps, batch {cfg.batch_size})",
+        f"  training FLOPs                   {c.train_flops:.4g}  ({c.train_flops / c.dense_train_flops:.3f}x one dense "
+        f"model trained {ref_epochs} epochs: {c.dense_train_flops:.4g})",
+        f"  inference FLOPs / sample         {c.inference_flops:,.0f}  ({c.inference_flops / c.dense_forward:.3f}x one "
+        f"dense model)",
     ]
     return "\n".join(lines)
+

@@ -110,6 +110,9 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+_TRAIN_FLAG_KW = dict(_TRAIN_FLAGS)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one method into a run directory",
                        description=f"Train {', '.join(METHODS)} into RUN_DIR. --config gives "
@@ -130,18 +133,22 @@ def _add_train(sub) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _update_interval(value: Any) -> int | None:
+    """``--update-interval`` as given on the command line: a positive integer or 'none'."""
+    raw = str(value).strip().lower()
+    if raw in ("none", "null", "off"):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"--update-interval: expected a positive integer or 'none', got '{raw}'") from None
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"command", "out", "config", "set", "resume", "overwrite", "verbose"}
     values = {k: v for k, v in vars(args).items() if k not in skip}
     if "update_interval" in values:
-        raw = str(values["update_interval"]).strip().lower()
-        if raw in ("none", "null", "off"):
-            values["update_interval"] = None
-        else:
-            try:
-                values["update_interval"] = int(raw)
-            except ValueError:
-                raise UserError(f"--update-interval: expected a positive integer or 'none', got '{raw}'") from None
+        values["update_interval"] = _update_interval(values["update_interval"])
     for item in args.set:
         if "=" not in item:
             raise UserError(f"--set: expected KEY=VALUE, got '{item}'")
@@ -209,11 +216,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_flops(args: argparse.Namespace) -> int:
     from freetickets.evaluation import flops_table
 
-    _out(flops_table(model=args.model, data=args.data, sparsity=args.sparsity, method=args.method,
-                     members=args.members, epochs=args.epochs, explore_epochs=args.explore_epochs,
-                     batch_size=args.batch_size, num_samples=args.num_samples, distribution=args.distribution,
-                     update_interval=args.update_interval, train_size=args.train_size,
-                     pf_epochs=args.pf_epochs, reference_epochs=args.reference_epochs))
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "train_size")}
+    if "update_interval" in overrides:
+        overrides["update_interval"] = _update_interval(overrides["update_interval"])
+    _out(flops_table(overrides, train_size=getattr(args, "train_size", None)))
     return 0
 
 
@@ -270,22 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("-v", "--verbose", action="store_true")
 
-    f = sub.add_parser("flops", help="training and inference FLOPs of a model/method without training")
+    f = sub.add_parser("flops", help="training and inference FLOPs of a model/method without training",
+                       description="Planned FLOPs of a method against one dense model. Settings not given "
+                                   "come from the method's shipped preset for --data (e.g. cifar10_wrn28x10_edst), "
+                                   "else the train defaults; validated as train validates them.")
     f.add_argument("--model", required=True)
-    f.add_argument("--data", default="mnist1d")
-    f.add_argument("--sparsity", type=float, default=0.8)
-    f.add_argument("--method", default="dst", choices=METHODS)
-    f.add_argument("--members", type=int, default=3)
-    f.add_argument("--epochs", type=int, default=250)
-    f.add_argument("--explore-epochs", type=int, default=0)
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--num-samples", type=int, default=None)
-    f.add_argument("--train-size", type=int, default=None, help="training examples per epoch (default: the data set's)")
-    f.add_argument("--distribution", default="erk", choices=["erk", "er", "uniform"])
-    f.add_argument("--pf-epochs", type=int, default=10, help="PF fine-tuning epochs")
-    f.add_argument("--reference-epochs", type=int, default=None,
-                   help="epochs of the dense model the ratios compare with (default: --epochs)")
-    f.add_argument("--update-interval", type=int, default=1000)
+    f.add_argument("--method", choices=METHODS, default=argparse.SUPPRESS, help="training method; default dst")
+    f.add_argument("--data", default=argparse.SUPPRESS, help="mnist1d (default), cifar10, cifar100, imagenet")
+    for flag in ("--sparsity", "--members", "--epochs", "--explore-epochs", "--batch-size", "--num-samples",
+                 "--distribution", "--grow", "--pf-epochs", "--reference-epochs", "--update-interval",
+                 "--mimo-batch-repetitions", "--dropout-rate"):
+        kw = dict(_TRAIN_FLAG_KW[flag])
+        f.add_argument(flag, default=argparse.SUPPRESS, **kw)
+    f.add_argument("--train-size", type=int, default=argparse.SUPPRESS,
+                   help="training examples per epoch (default: the data set's)")
     f.add_argument("-v", "--verbose", action="store_true")
 
     pr = sub.add_parser("predict", help="class probabilities and uncertainty for a .npy array of inputs")

@@ -124,6 +124,11 @@ class Recipe:
         """The job's sparse engine, or None for dense training."""
         return None
 
+    def job_masks(self, cfg, job: Job) -> str | None:
+        """What :meth:`make_engine` gives ``job``, for planning costs without training: None
+        (dense), ``"static"`` (fixed masks) or ``"dynamic"`` (updates every ``update_interval``)."""
+        return None
+
     def training_batch(self, cfg, x: torch.Tensor, y: torch.Tensor, job: Job, step: int):
         """(model inputs, targets) for one optimizer step; by default the batch itself."""
         return x, y

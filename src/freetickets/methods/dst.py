@@ -25,3 +25,6 @@ class DSTEnsemble(Recipe):
 
     def make_engine(self, setup: EngineSetup):
         return sparse_engine(setup, update_interval=setup.cfg.update_interval)
+
+    def job_masks(self, cfg, job: Job) -> str | None:
+        return "dynamic"

@@ -64,3 +64,6 @@ class EDSTEnsemble(Recipe):
     def end_of_phase(self, cfg, job: Job, spec: EpochSpec, engine) -> None:
         if spec.phase == "refine" and spec.phase_index < cfg.members - 1:
             engine.update_topology(cfg.jump_fraction)  # the jump to the next subnetwork
+
+    def job_masks(self, cfg, job: Job) -> str | None:
+        return "dynamic"

@@ -59,3 +59,6 @@ class PFEnsemble(Recipe):
         setup.load_parent(setup.model)
         masks = global_magnitude_masks(selected_parameters(setup.cfg, setup.model), setup.cfg.sparsity)
         return sparse_engine(setup, update_interval=None, masks=masks, sparse_init="none")
+
+    def job_masks(self, cfg, job: Job) -> str | None:
+        return None if job.kind == "parent" else "static"  # dense parents, then fixed magnitude masks

@@ -18,3 +18,6 @@ class StaticEnsemble(Recipe):
 
     def make_engine(self, setup: EngineSetup):
         return sparse_engine(setup, update_interval=None)
+
+    def job_masks(self, cfg, job: Job) -> str | None:
+        return "static"
