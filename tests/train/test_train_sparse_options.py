@@ -6,6 +6,7 @@ import yaml
 
 from freetickets.cli.main import _Parser, main  # noqa: F401  (the parser is built by main)
 from freetickets.errors import UserError
+from freetickets.methods import get_recipe
 from freetickets.train import train
 from freetickets.train.config import check_model, list_presets, load_yaml, resolve, validate, TrainConfig
 from freetickets.train.sparse_options import engine_options
@@ -23,7 +24,7 @@ def test_every_preset_states_regrow_pruned_and_sparse_presets_exclude():
     for name in list_presets():
         raw = load_yaml(name)
         assert raw.get("regrow_pruned") is True, name
-        if raw["method"] not in ("dense", "deep"):
+        if get_recipe(raw["method"]).sparse:
             assert raw.get("exclude") == [], name
 
 

@@ -39,7 +39,7 @@ from transformers import TrainerCallback
 
 from freetickets.integrations._common import build_engine, engine_log_values, unwrap_optimizer
 from freetickets.sparse import SparseEngine
-from freetickets.utils.io import atomic_torch_save
+from freetickets.utils.io import atomic_torch_save, safe_torch_load
 
 __all__ = ["ENGINE_FILE", "SparseTrainingCallback"]
 
@@ -78,7 +78,7 @@ class SparseTrainingCallback(TrainerCallback):
                 raise FileNotFoundError(
                     f"SparseTrainingCallback: resuming at step {state.global_step} but {path} does not exist "
                     "(was the checkpoint written without SparseTrainingCallback?)")
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = safe_torch_load(path, map_location="cpu")
         self.engine = build_engine(model, unwrap_optimizer(optimizer), self.engine_options, saved)
         if self.engine.step_count != state.global_step:
             raise RuntimeError(f"SparseTrainingCallback: engine state at step {self.engine.step_count}, "
