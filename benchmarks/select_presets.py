@@ -31,6 +31,15 @@ CANDIDATES = {
     "edst-q0.8": ("mnist1d_edst", {"jump_fraction": 0.8}),
     "edst-random": ("mnist1d_edst", {"grow": "random"}),
     "edst-long": ("mnist1d_edst", {"epochs": 120, "explore_epochs": 30}),
+    # efficient ensembles, each on the dense preset's 20 epochs (the demo's budget rule)
+    "mimo-r1": ("mnist1d_mimo", {"mimo_batch_repetitions": 1}),
+    "mimo-r2": ("mnist1d_mimo", {"mimo_batch_repetitions": 2}),
+    "mimo-r2-rho0.5": ("mnist1d_mimo", {"mimo_batch_repetitions": 2, "mimo_input_repetition": 0.5}),
+    "be-sign": ("mnist1d_batchensemble", {"batchensemble_init": "random_sign"}),
+    "be-normal": ("mnist1d_batchensemble", {"batchensemble_init": "normal"}),
+    "mcd-0.05": ("mnist1d_mcdropout", {"dropout_rate": 0.05}),
+    "mcd-0.1": ("mnist1d_mcdropout", {"dropout_rate": 0.1}),
+    "mcd-0.2": ("mnist1d_mcdropout", {"dropout_rate": 0.2}),
 }
 
 
