@@ -4,3 +4,6 @@ The recipes in :mod:`freetickets.methods` are registered under exactly these nam
 checks that the two agree).
 """
 METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
+
+#: What ``freetickets demo`` trains, in this order (PF fine-tunes the deep ensemble's members).
+DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mimo", "batchensemble", "mcdropout")

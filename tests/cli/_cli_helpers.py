@@ -53,7 +53,7 @@ COST_KEYS = {"members", "sparsity", "nonzero_params", "dense_params", "train_flo
              "inference_flops", "inference_flops_vs_dense", "checkpoint_bytes", "checkpoint_bytes_vs_dense"}
 
 
-def check_evaluation(result: dict, members: int, sparse: bool) -> None:
+def check_evaluation(result: dict, members: int, sparse: bool, form: str | None = None) -> None:
     """Every key of design §2.4, fractions in [0, 1], matrices M x M."""
     assert {"ensemble", "members", "diversity", "cost"} <= set(result)
     ens = result["ensemble"]
@@ -87,6 +87,16 @@ def check_evaluation(result: dict, members: int, sparse: bool) -> None:
         assert cost["sparsity"] == pytest.approx(0.8, abs=1e-3)
         assert cost["nonzero_params"] < members * cost["dense_params"]
         assert cost["inference_flops_vs_dense"] < members
+    elif form is not None:  # one network holding the members (MIMO, BatchEnsemble, MC dropout)
+        assert cost["sparsity"] == 0.0
+        assert cost["nonzero_params"] >= cost["dense_params"]
+        inference = cost["inference_flops_vs_dense"]
+        if form == "mcdropout":
+            assert inference == pytest.approx(members) and cost["nonzero_params"] == cost["dense_params"]
+        elif form == "batchensemble":
+            assert members < inference < members * 1.1
+        else:
+            assert 1.0 <= inference < members
     else:
         assert cost["sparsity"] == 0.0
         assert cost["nonzero_params"] == members * cost["dense_params"]

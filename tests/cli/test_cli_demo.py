@@ -10,7 +10,7 @@ from freetickets.cli.main import main
 
 from _cli_helpers import check_evaluation
 
-METHODS = ("dense", "deep", "dst", "edst", "pf", "static")
+METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
 SPARSE = ("dst", "edst", "pf", "static")
 
 
@@ -19,14 +19,16 @@ def _check_demo_output(out, members: dict[str, int]) -> dict:
     assert results["data"] == "mnist1d"
     assert set(results["methods"]) == set(METHODS)
     for method, res in results["methods"].items():
-        check_evaluation(res, members[method], sparse=method in SPARSE)
+        check_evaluation(res, members[method], sparse=method in SPARSE,
+                         form=method if method in ("mimo", "batchensemble", "mcdropout") else None)
     dense = results["methods"]["dense"]["cost"]
     assert dense["train_flops_vs_dense"] == pytest.approx(1.0)  # the reference is the dense run
     assert results["methods"]["deep"]["cost"]["train_flops_vs_dense"] == pytest.approx(members["deep"], rel=1e-9)
     assert results["methods"]["edst"]["cost"]["train_flops_vs_dense"] < results["methods"]["deep"]["cost"][
         "train_flops_vs_dense"]
     report = (out / "report.md").read_text()
-    for name in ("Dense", "Deep ensemble", "DST ensemble", "EDST ensemble", "PF ensemble", "Static"):
+    for name in ("Dense", "Deep ensemble", "DST ensemble", "EDST ensemble", "PF ensemble", "Static", "Snapshot",
+                 "MIMO", "BatchEnsemble", "MC dropout"):
         assert name in report
     assert list(out.glob("*.png"))
     return results
@@ -55,3 +57,17 @@ def test_demo_quick(tmp_path, cli_env, capsys):
     # even the smoke run learns something: well above chance (10%) for every method
     for method, res in results["methods"].items():
         assert res["ensemble"]["accuracy"] > 0.3, method
+
+
+def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "model_kwargs": {"width": 16},
+                                        "batch_size": 64})
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--methods", "dense", "mimo"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"dense", "mimo"}
+    assert results["methods"]["mimo"]["cost"]["members"] == 2
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods" in err[0]

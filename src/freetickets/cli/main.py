@@ -15,7 +15,7 @@ import yaml
 
 from freetickets import __version__
 from freetickets.errors import NonFiniteError, Preempted, UserError
-from freetickets.names import METHODS
+from freetickets.names import DEMO_METHODS, METHODS
 
 log = logging.getLogger("freetickets.cli")
 
@@ -238,7 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from freetickets.demo import run_demo
 
     run_demo(args.out, quick=args.quick, seeds=args.seeds, progress=sys.stderr.isatty(), print_fn=_out,
-             device=args.device)
+             device=args.device, methods=tuple(args.methods))
     return 0
 
 
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="smoke run of every method in about a minute")
     d.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat over N seeds (mean ± std)")
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, metavar="METHOD",
+                   help=f"train only these ({', '.join(DEMO_METHODS)}; default all; pf needs deep)")
     d.add_argument("-v", "--verbose", action="store_true")
 
     _add_train(sub)
