@@ -155,3 +155,21 @@ def test_evaluate_with_bad_corruption_folder(tmp_path, capsys):
                  "--json", "--device", "cpu"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("freetickets: error:")]
     assert len(errors) == 1 and "CIFAR-10-C" in errors[0]
+
+
+@pytest.mark.parametrize("method", ["mimo", "batchensemble", "mcdropout", "snapshot"])
+def test_efficient_ensembles_on_cifar_files(method, tmp_path, capsys):
+    """Each efficient ensemble trains WRN-16-2 on the CIFAR-10 files and evaluates as 2 members."""
+    data = tmp_path / "data"
+    write_cifar10(data)
+    run = tmp_path / "run"
+    argv = ["train", "--method", method, "--data", "cifar10", "--model", "wrn-16-2", "--epochs", "2",
+            "--members", "2", "--batch-size", "25", "--device", "cpu", "--set", "eval_batch_size=50",
+            "--data-dir", str(data), "--out", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data-dir", str(data), "--ood", "none", "--corruptions", "none",
+                 "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cost"]["members"] == 2 and len(result["members"]) == 2
+    assert 0.0 <= result["ensemble"]["accuracy"] <= 1.0

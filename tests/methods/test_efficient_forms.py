@@ -169,7 +169,7 @@ def test_form_flops_hand_formulas_on_an_mlp():
     assert form_forward_flops(mcd, torch.zeros(1, 1, 4)) == 2 * (4 * 8 + 8 * 3)
 
 
-@pytest.mark.parametrize("model,shape", [("cnn1d", (1, 40)), ("wrn-10-1", (3, 16, 16))])
+@pytest.mark.parametrize("model,shape", [("cnn1d", (1, 40)), ("wrn-10-1", (3, 16, 16)), ("resnet18", (3, 16, 16))])
 @pytest.mark.parametrize("method", ["mimo", "batchensemble", "mcdropout"])
 def test_recipe_form_flops_match_flop_counter_on_real_batches(method, model, shape):
     """The per-sample (training forward, inference) FLOPs a run records equal FlopCounterMode on a

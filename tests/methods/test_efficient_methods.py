@@ -51,6 +51,18 @@ def test_run_holds_one_network_with_m_members(method, runs):
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, 5))
     assert not torch.equal(probs[0], probs[1])  # members are different functions
     assert torch.equal(Ensemble.load(run).member_probs(x), probs)  # reproducible after a reload (MC dropout too)
+    # the ensemble's members are the trained network's own forward: the ticket in a freshly built form
+    from freetickets.ensembles.tickets import load_ticket, ticket_to_model
+    from freetickets.models.efficient import build_form
+
+    net = build_form(m["model_form"], create_model("mlp", num_classes=10, input_shape=(1, 40)))
+    ticket_to_model(load_ticket(run / m["tickets"][0]["file"]), net)
+    with torch.no_grad():
+        own = torch.softmax(net.eval().member_logits(x), dim=-1)
+    torch.testing.assert_close(probs, own, rtol=0, atol=0)
+    if method == "mimo":  # M distinct heads: each head's logits are its own block of the output units
+        flat = net.model(torch.cat([x] * 3, dim=1))
+        assert torch.equal(net.member_logits(x)[2], flat[:, 20:30])
 
 
 @pytest.mark.parametrize("method", FORMS)
@@ -178,3 +190,26 @@ def test_flops_bad_flags_are_one_line(argv, flag, capsys):
     assert main(["flops", "--model", "mlp", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0], err
+
+
+def test_mimo_on_a_model_it_cannot_widen_is_one_line(tmp_path, monkeypatch, capsys):
+    """A registry model whose first layer normalises its input (BatchNorm) cannot take M stacked
+    inputs: refused before any directory or data is made."""
+    from torch import nn
+
+    from freetickets.models import registry
+
+    monkeypatch.setattr(registry, "_FIXED", dict(registry._FIXED))
+
+    @registry.register_model("bn-first", default_input_shape=(1, 40))
+    def bn_first(num_classes, input_shape):
+        return nn.Sequential(nn.BatchNorm1d(input_shape[0]), nn.Flatten(), nn.Linear(40, num_classes))
+
+    capsys.readouterr()
+    assert main(["train", "--method", "mimo", "--model", "bn-first", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model" in err[0] and "MIMO" in err[0], err
+    assert not (tmp_path / "r").exists()
+    # the same model trains as a plain dense model
+    assert main(["train", "--method", "dense", "--model", "bn-first", "--epochs", "1", "--num-samples", "500",
+                 "--out", str(tmp_path / "d"), "--device", "cpu"]) == 0

@@ -289,11 +289,17 @@ def check_model(cfg: TrainConfig) -> None:
     key = cfg.data.strip().lower().replace("-", "").replace("_", "")
     num_classes, shape = DATA_SHAPES.get(key, (10, None))
     kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
+    from freetickets.methods import get_recipe
+
+    recipe = get_recipe(cfg.method)
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model = create_model(cfg.model, num_classes=num_classes, input_shape=shape, **kwargs)
             if shape is not None:
                 model.eval()(torch.zeros(2, *shape))
+            form = recipe.build_model(model, cfg)  # MIMO etc.: the model must take the form
+            if form is not model and shape is not None:
+                form.eval().member_logits(torch.zeros(2, *shape))
     except UserError as exc:
         msg = str(exc)
         if msg.startswith("name: "):
