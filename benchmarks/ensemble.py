@@ -7,11 +7,14 @@ Prints, measured in one run, for M = 3 members at sparsity 0.8 (random masks of 
   batched path <= 1.6 (the members run dense kernels, so 3 members cost ~3x the FLOPs of one
   dense model; going below needs a fused path that uses the hardware better than 3 separate
   passes);
+* the same ratio for the efficient ensembles with M members in one network (MIMO: one forward of
+  the widened network; BatchEnsemble: one pass over the M-tiled batch; MC dropout: M dropout
+  forwards), untrained (latency does not depend on the weights);
 * bytes of the three tickets / bytes of one dense ``torch.save(state_dict)``; goal <= 0.8.
 
 Timings are the minimum over interleaved rounds (robust to other processes on a shared CPU).
 
-    python benchmarks/ensemble.py [--threads 2] [--rounds 5] [--device cuda]
+    python benchmarks/ensemble.py [--threads 2] [--rounds 5] [--device cuda] [--batches 1 256]
 
 On CUDA the timers synchronise the device, the cases use batch 256 and add ``wrn-28-10``.
 """
@@ -48,6 +51,16 @@ def sparse_member(name, shape, density, gen):
     return model, masks
 
 
+def efficient_forms(name, shape, members):
+    """MIMO, BatchEnsemble and MC dropout networks of ``members`` members on model ``name`` (eval mode)."""
+    from freetickets.models.efficient import build_form
+
+    forms = {"mimo": {"kind": "mimo", "members": members},
+             "batchensemble": {"kind": "batchensemble", "members": members},
+             "mcdropout": {"kind": "mcdropout", "members": members, "rate": 0.1, "seed": 0}}
+    return {k: build_form(f, create_model(name, num_classes=10, input_shape=shape)).eval() for k, f in forms.items()}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -60,6 +73,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--batches", type=int, nargs="+", help="batch sizes to time (default: each case's)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -70,6 +84,8 @@ def main() -> None:
           f"sparsity {args.sparsity}, min over {args.rounds} interleaved rounds")
     cases = CASES if device.type == "cpu" else [("cnn1d", (1, 40), 1024), ("wrn-16-8", (3, 32, 32), 256),
                                                   ("wrn-28-10", (3, 32, 32), 256)]
+    if args.batches:
+        cases = [(name, shape, b) for name, shape, _ in cases for b in args.batches]
     for name, shape, batch in cases:
         gen = torch.Generator().manual_seed(0)
         built = [sparse_member(name, shape, 1 - args.sparsity, gen) for _ in range(args.members)]
@@ -92,6 +108,8 @@ def main() -> None:
         fns = {"dense": lambda: dense(x)}
         for k, e in ens.items():
             fns[k] = (lambda e=e: e.member_logits(x))
+        for kind, form in efficient_forms(name, shape, args.members).items():
+            fns[kind] = (lambda form=form.to(device): form.member_logits(x))
         best = {k: float("inf") for k in fns}
         with torch.no_grad():
             for f in fns.values():
@@ -111,7 +129,9 @@ def main() -> None:
         ratio = {k: best[k] / best["dense"] for k in best}
         print(f"{name} input {shape} batch {batch}: dense {best['dense'] * 1e3:.1f} ms/batch; "
               f"ensemble/dense: fused {ratio['fused']:.2f}, vmap {ratio['vmap']:.2f}, "
-              f"sequential {ratio['sequential']:.2f}  (goal batched <= 1.6)")
+              f"sequential {ratio['sequential']:.2f}  (goal batched <= 1.6); "
+              f"MIMO {ratio['mimo']:.2f}, BatchEnsemble {ratio['batchensemble']:.2f}, "
+              f"MC dropout {ratio['mcdropout']:.2f}")
 
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
