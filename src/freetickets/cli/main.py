@@ -180,10 +180,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
     manifest = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
     tickets = manifest.get("tickets", [])
-    _out(f"{cfg.method}: {len(tickets)} ticket(s) in {args.out}")
+    form = manifest.get("model_form")
+    _out(f"{cfg.method}: {len(tickets)} ticket(s) in {args.out}"
+         + (f" (one network holding {form['members']} members)" if form else ""))
     for t in tickets:
-        _out(f"  member {t['member']}: val accuracy {t['val_accuracy']:.4f} (epoch {t['epoch']}, "
-             f"sparsity {t['sparsity']:.3f})")
+        who = "ensemble" if form else f"member {t['member']}"
+        _out(f"  {who}: val accuracy {t['val_accuracy']:.4f} (epoch {t['epoch']}, sparsity {t['sparsity']:.3f})")
     return 0
 
 
