@@ -37,7 +37,7 @@ def _check_demo_output(out, members: dict[str, int]) -> dict:
 def test_demo_all_methods_tiny(tmp_path, monkeypatch, cli_env, capsys):
     """The demo pipeline with tiny settings (a few seconds): run_demo through the CLI."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "pf_epochs": 1, "model_kwargs": {"width": 16}, "batch_size": 64})
+                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
     out = tmp_path / "demo"
     capsys.readouterr()
@@ -60,7 +60,7 @@ def test_demo_quick(tmp_path, cli_env, capsys):
 
 
 def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
-    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "model_kwargs": {"width": 16},
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "model_kwargs": {"hidden_sizes": [32, 32]},
                                         "batch_size": 64})
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--methods", "dense", "mimo"]) == 0
@@ -71,3 +71,19 @@ def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--methods", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--methods" in err[0]
+
+
+def test_demo_regimes(tmp_path, monkeypatch, cli_env):
+    """headroom (default) trains the MLP; saturated keeps the presets' cnn1d (width from --quick)."""
+    assert demo.demo_config("edst", 0, quick=False).model == "mlp"
+    assert demo.demo_config("mimo", 0, quick=True).model == "mlp"
+    saturated = demo.demo_config("edst", 0, quick=False, regime="saturated")
+    assert saturated.model == "cnn1d" and saturated.model_kwargs == {"width": 128}
+    assert demo.demo_config("dst", 0, quick=True, regime="saturated").model_kwargs == {"width": 64}
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_SATURATED", {"model_kwargs": {"width": 8}})
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--regime", "saturated", "--out", str(out), "--device", "cpu",
+                 "--methods", "dense", "dst"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["regime"] == "saturated" and results["methods"]["dst"]["model"] == "cnn1d"
