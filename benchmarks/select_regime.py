@@ -30,9 +30,13 @@ REGIMES = {
     "n10000-w128": {},  # the demo's setting before this selection (saturated: ~98% accuracy)
     "n10000-w32": {"model_kwargs": {"width": 32}},
     "n10000-w16": {"model_kwargs": {"width": 16}},
+    "n10000-w8": {"model_kwargs": {"width": 8}},
     "n4000-w128": {"num_samples": 4000},
     "n4000-w32": {"num_samples": 4000, "model_kwargs": {"width": 32}},
     "n4000-w16": {"num_samples": 4000, "model_kwargs": {"width": 16}},
+    "n4000-w8": {"num_samples": 4000, "model_kwargs": {"width": 8}},
+    "n10000-mlp": {"model": "mlp", "model_kwargs": {}},  # MLP 40-256-256-10 with BatchNorm
+    "n4000-mlp": {"num_samples": 4000, "model": "mlp", "model_kwargs": {}},
 }
 
 
