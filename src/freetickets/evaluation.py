@@ -257,10 +257,12 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     from freetickets.models import create_model
     from freetickets.sparse import layer_densities, sparsifiable_parameters
 
-    if not 0 <= sparsity < 1:
-        raise UserError(f"--sparsity: {sparsity} is outside [0, 1)")
-    if members < 1 or epochs < 1 or batch_size < 1:
-        raise UserError("--members, --epochs and --batch-size must be positive")
+    from freetickets.train.config import validate_flops_flags
+
+    validate_flops_flags(model=model, data=data, sparsity=sparsity, method=method, members=members, epochs=epochs,
+                         explore_epochs=explore_epochs, batch_size=batch_size, num_samples=num_samples,
+                         distribution=distribution, update_interval=update_interval, pf_epochs=pf_epochs,
+                         reference_epochs=reference_epochs, train_size=train_size)  # train's checks (one line, exit 2)
     shapes = {"mnist1d": (1, 40), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
     classes = {"mnist1d": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
     if data not in shapes:
@@ -270,8 +272,6 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     named = dict(sparsifiable_parameters(net))
     dens = layer_densities({n: tuple(p.shape) for n, p in named.items()}, sparsity, distribution)
     n = train_size or _train_size(data, num_samples)
-    if reference_epochs is not None and reference_epochs < 1:
-        raise UserError("--reference-epochs must be positive")
     steps = epochs * math.ceil(n / batch_size)
     ref_steps = (reference_epochs or epochs) * math.ceil(n / batch_size)
     dense_train = estimate_train_flops(lf, {}, ref_steps, batch_size)
