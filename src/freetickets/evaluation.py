@@ -244,11 +244,13 @@ def _train_size(data: str, num_samples: int | None) -> int:
 def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, method: str = "dst",
                 members: int = 3, epochs: int = 250, explore_epochs: int = 0, batch_size: int = 128,
                 num_samples: int | None = None, distribution: str = "erk", update_interval: int | None = 1000,
-                train_size: int | None = None, pf_epochs: int = 10, reference_epochs: int | None = None) -> str:
+                train_size: int | None = None, pf_epochs: int = 10, reference_epochs: int | None = None,
+                grow: str = "gradient") -> str:
     """Planned training and inference FLOPs of a method against one dense model (no training).
 
     Training steps = epochs × ceil(train_size / batch_size); gradient-growth update steps every
-    ``update_interval`` (DST, EDST). PF counts its dense parents plus ``pf_epochs`` of sparse
+    ``update_interval`` (DST, EDST) with ``grow='gradient'`` (RigL's dense gradient; random and
+    momentum growth need none). PF counts its dense parents plus ``pf_epochs`` of sparse
     fine-tuning. EDST counts one run of ``epochs`` in total. The dense reference is one dense
     model trained for ``reference_epochs`` (default: ``epochs``; the paper compares 450-epoch
     EDST with 250-epoch dense training).
@@ -262,7 +264,7 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     validate_flops_flags(model=model, data=data, sparsity=sparsity, method=method, members=members, epochs=epochs,
                          explore_epochs=explore_epochs, batch_size=batch_size, num_samples=num_samples,
                          distribution=distribution, update_interval=update_interval, pf_epochs=pf_epochs,
-                         reference_epochs=reference_epochs, train_size=train_size)  # train's checks (one line, exit 2)
+                         reference_epochs=reference_epochs, grow=grow, train_size=train_size)  # train's checks (one line, exit 2)
     shapes = {"mnist1d": (1, 40), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
     classes = {"mnist1d": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
     if data not in shapes:
@@ -276,7 +278,7 @@ def flops_table(*, model: str, data: str = "mnist1d", sparsity: float = 0.8, met
     ref_steps = (reference_epochs or epochs) * math.ceil(n / batch_size)
     dense_train = estimate_train_flops(lf, {}, ref_steps, batch_size)
     f_s = forward_flops(lf, dens)
-    updates = (steps // update_interval) if update_interval else 0
+    updates = (steps // update_interval) if update_interval and grow == "gradient" else 0
     m = 1 if method in ("dense", "edst", "snapshot") else members
     if method == "snapshot":  # one dense run of ``epochs``; M dense members at test
         train_total = estimate_train_flops(lf, {}, steps, batch_size)

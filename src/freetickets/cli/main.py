@@ -207,7 +207,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
                      members=args.members, epochs=args.epochs, explore_epochs=args.explore_epochs,
                      batch_size=args.batch_size, num_samples=args.num_samples, distribution=args.distribution,
                      update_interval=args.update_interval, train_size=args.train_size,
-                     pf_epochs=args.pf_epochs, reference_epochs=args.reference_epochs))
+                     pf_epochs=args.pf_epochs, reference_epochs=args.reference_epochs, grow=args.grow))
     return 0
 
 
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reference-epochs", type=int, default=None,
                    help="epochs of the dense model the ratios compare with (default: --epochs)")
     f.add_argument("--update-interval", type=int, default=1000)
+    f.add_argument("--grow", default="gradient", help="grow rule: gradient (RigL: dense gradient at updates), random, momentum")
     f.add_argument("-v", "--verbose", action="store_true")
 
     pr = sub.add_parser("predict", help="class probabilities and uncertainty for a .npy array of inputs")
