@@ -181,7 +181,7 @@ def test_edst_jump_moves_ceil_q_active_weights_by_magnitude_and_gradient(tmp_pat
         jumps.append((fraction, before, {n: m.clone() for n, m in self.masks.items()}))
 
     monkeypatch.setattr(SparseEngine, "update_topology", jump)
-    q = 0.5
+    q = 0.3  # not the prune fraction (0.5): a jump by the wrong fraction fails
     cfg = tiny_config(method="edst", members=2, epochs=3, explore_epochs=1, jump_fraction=q, regrow_pruned=False)
     train(cfg, tmp_path / "run")
     assert len(jumps) == 1
