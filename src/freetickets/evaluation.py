@@ -253,7 +253,7 @@ def method_preset(method: str, data: str, model: str | None = None) -> str | Non
     return min(found)[1] if found else None
 
 
-def flops_table(overrides: dict[str, Any], *, train_size: int | None = None) -> str:
+def flops_table(overrides: dict[str, Any], *, train_size: int | None = None, preset: str | None = "auto") -> str:
     """Planned training and inference FLOPs of a configuration against one dense model (no training).
 
     ``overrides``: ``model`` (required), ``method`` (default dst), ``data`` (default mnist1d) and any
@@ -261,27 +261,30 @@ def flops_table(overrides: dict[str, Any], *, train_size: int | None = None) -> 
     settings not given come from the method's shipped preset for the data set (e.g.
     ``cifar10_wrn28x10_edst``: 150 + 3 x 100 epochs against the 250-epoch dense recipe), else the
     defaults; the model comes from ``overrides`` (the preset's ``model_kwargs`` only when it is the
-    preset's model). Validated as ``train`` validates. Accounting: :mod:`freetickets.flops.plan`.
+    preset's model). ``preset``: ``"auto"`` (that preset), a preset name, or ``None``/``"none"``
+    (the train defaults only). Validated as ``train`` validates
+    (:func:`~freetickets.train.config.validate_flops_flags`). Accounting: :mod:`freetickets.flops.plan`.
     """
     from freetickets.flops.plan import DATA_SHAPES, planned_cost
     from freetickets.methods import get_recipe
-    from freetickets.train.config import TrainConfig, load_yaml, merge, validate
+    from freetickets.train.config import TrainConfig, load_yaml, merge, validate_flops_flags
 
     overrides = dict(overrides)
     method = overrides.setdefault("method", "dst")
     data = overrides.setdefault("data", "mnist1d")
     if data not in DATA_SHAPES:
         raise UserError(f"--data: unknown data set '{data}'; use one of {', '.join(DATA_SHAPES)}")
-    preset = method_preset(method, data, overrides.get("model"))
-    cfg = TrainConfig()
+    if preset == "auto":
+        preset = method_preset(method, data, overrides.get("model"))
+    elif preset in (None, "none"):
+        preset = None
+    base = TrainConfig()
     if preset is not None:
         values = load_yaml(preset)
         if values.get("model") != overrides.get("model"):
             values.pop("model_kwargs", None)
-        cfg = merge(cfg, values, source=f"preset {preset}")
-    cfg = validate(merge(cfg, overrides, source="arguments"))
-    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
-        raise UserError(f"--train-size: expected a positive integer, got {train_size!r}")
+        base = merge(base, values, source=f"preset {preset}")
+    cfg = validate_flops_flags(base=base, train_size=train_size, **overrides)
     n = train_size or _train_size(data, cfg.num_samples)
     c = planned_cost(cfg, n)
     ref_epochs = cfg.reference_epochs or cfg.epochs

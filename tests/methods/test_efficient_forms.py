@@ -226,3 +226,19 @@ def test_build_form_round_trip_and_unknown_kind():
         assert net.eval().member_logits(torch.randn(2, 1, 40)).shape == (2, 2, 10)
     with pytest.raises(UserError, match="unknown kind"):
         build_form({"kind": "nope", "members": 2}, _mlp())
+
+
+def test_mimo_loss_is_the_sum_over_heads_of_each_heads_mean():
+    """Havasi et al.: the training loss sums the M heads' cross-entropies (each a batch mean)."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(method="mimo", members=3)
+    recipe = get_recipe("mimo")
+    output, targets = torch.randn(3, 5, 4), torch.randint(0, 4, (3, 5))  # (M, B', C), (M, B')
+    logits, flat = recipe.training_logits(output, targets)
+    assert logits.shape == (15, 4) and flat.shape == (15,)
+    expected = sum(F.cross_entropy(output[k], targets[k]) for k in range(3))
+    torch.testing.assert_close(recipe.training_loss(logits, flat, cfg), expected)
+    # every other recipe: the plain mean cross-entropy (with label smoothing)
+    smooth = TrainConfig(method="batchensemble", label_smoothing=0.1)
+    torch.testing.assert_close(get_recipe("batchensemble").training_loss(logits, flat, smooth),
+                               F.cross_entropy(logits, flat, label_smoothing=0.1))

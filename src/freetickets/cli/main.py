@@ -218,10 +218,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_flops(args: argparse.Namespace) -> int:
     from freetickets.evaluation import flops_table
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "train_size")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "train_size", "preset")}
     if "update_interval" in overrides:
         overrides["update_interval"] = _update_interval(overrides["update_interval"])
-    _out(flops_table(overrides, train_size=getattr(args, "train_size", None)))
+    _out(flops_table(overrides, train_size=getattr(args, "train_size", None), preset=args.preset))
     return 0
 
 
@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument(flag, default=argparse.SUPPRESS, **kw)
     f.add_argument("--train-size", type=int, default=argparse.SUPPRESS,
                    help="training examples per epoch (default: the data set's)")
+    f.add_argument("--preset", default="auto", metavar="NAME|auto|none",
+                   help="settings the flags override: auto (default: the method's shipped preset for --data), "
+                        "a preset name, or none (the train defaults)")
     f.add_argument("-v", "--verbose", action="store_true")
 
     pr = sub.add_parser("predict", help="class probabilities and uncertainty for a .npy array of inputs")

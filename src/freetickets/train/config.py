@@ -225,6 +225,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def validate_flops_flags(*, base: TrainConfig | None = None, train_size: int | None = None,
+                         **values: Any) -> TrainConfig:
+    """The checks of the ``flops`` command: its flags are :class:`TrainConfig` fields (model, data,
+    sparsity, method, members, epochs, ...), so they go through the same :func:`validate` as
+    ``train`` (same ranges, same one-line messages), plus ``--train-size`` (>= 1), which only
+    ``flops`` has. ``base``: the configuration the flags override (a preset; default the
+    defaults). Returns the validated config."""
+    cfg = validate(merge(base if base is not None else TrainConfig(), values, source="arguments"))
+    _int("train_size", train_size, 1, allow_none=True)
+    return cfg
+
+
 _BOOL_FIELDS = ("nesterov", "channels_last", "compile", "check_consistency", "sync_batchnorm", "regrow_pruned")
 # Upper bounds that catch typos (an extra zero or two) before they allocate a plan of a billion
 # epochs or generate a data set that does not fit in memory.
