@@ -120,3 +120,19 @@ def assert_same_tickets(a: Path, b: Path) -> None:
 
 def metrics_rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def expected_position(step: int, steps_per_epoch: int, epochs: int) -> tuple[int, int, int]:
+    """(job index, epoch, batch) the checkpoint of a stop requested during process step ``step``
+    (1-based, every job ``epochs`` x ``steps_per_epoch`` steps) must hold: the next batch, or, at
+    an epoch's last batch, the start of the next epoch (after the end-of-epoch work), or, at a
+    job's last batch, one step into the next job. A process stopped by a request during step s
+    has run s steps, except in the last case (s + 1), whose position is the same formula's."""
+    job, s = divmod(step - 1, epochs * steps_per_epoch)
+    epoch, batch = divmod(s, steps_per_epoch)
+    batch += 1
+    if batch < steps_per_epoch:
+        return job, epoch, batch
+    if epoch + 1 < epochs:
+        return job, epoch + 1, 0
+    return job + 1, 0, 1

@@ -17,7 +17,7 @@ from freetickets.train import train
 from freetickets.train.preempt import EXIT_PREEMPTED, preempt_signals
 from freetickets.utils.io import safe_torch_load
 
-from _reliability_helpers import assert_same_tickets, cli_args, config, metrics_rows
+from _reliability_helpers import assert_same_tickets, cli_args, config, expected_position, metrics_rows
 
 HERE = Path(__file__).resolve().parent
 STEPS = 12  # steps per epoch of the helpers' configuration (720 training samples, batch 64)
@@ -52,18 +52,7 @@ def _stopped_line(stderr: str) -> list[str]:
 
 
 def _expected_position(name: str, step: int) -> tuple[int, int, int]:
-    """(job index, epoch, batch) the checkpoint of a stop requested during process step ``step``
-    must hold: the next batch, or, at an epoch's last batch, the start of the next epoch (after
-    the end-of-epoch work), or, at a job's last batch, one step into the next job."""
-    epochs = 4 if name == "edst" else 2
-    job, s = divmod(step - 1, epochs * STEPS)
-    epoch, batch = divmod(s, STEPS)
-    batch += 1
-    if batch < STEPS:
-        return job, epoch, batch
-    if epoch + 1 < epochs:
-        return job, epoch + 1, 0
-    return job + 1, 0, 1
+    return expected_position(step, STEPS, 4 if name == "edst" else 2)
 
 
 CASES = [("edst", 2 * STEPS, "SIGTERM"),   # last batch of the first refinement phase: then the jump

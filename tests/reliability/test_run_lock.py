@@ -169,3 +169,23 @@ def test_readers_on_running_and_interrupted_runs(tmp_path, monkeypatch, capsys):
     assert result["partial"] is True and len(result["members"]) == 1
     assert main(commands["predict"] + ["--partial"]) == 0
     assert (tmp_path / "p.npz").is_file()
+
+
+def test_reader_on_a_run_still_being_set_up(tmp_path):
+    """Locked but no manifest yet (a train between taking the lock and writing its manifest):
+    readers say the run is being trained, not that it is no run directory."""
+    from freetickets.errors import UserError
+    from freetickets.train.rundir import load_complete_manifest
+    from freetickets.train.runlock import RunLock
+
+    run = tmp_path / "run"
+    lock = RunLock(run)
+    lock.acquire()
+    try:
+        for partial in (False, True):
+            with pytest.raises(UserError, match=f"still being trained \\(pid {os.getpid()}\\)"):
+                load_complete_manifest(run, partial=partial)
+    finally:
+        lock.release()
+    with pytest.raises(UserError, match="not a freetickets run directory"):
+        load_complete_manifest(run)

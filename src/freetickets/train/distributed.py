@@ -292,3 +292,44 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device, info: DistInf
         log.warning("sync_batchnorm: SyncBatchNorm needs CUDA; BatchNorm stays per-rank on %s", device.type)
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+# ----------------------------------------------------------------------------- per-rank sums in checkpoints
+SUM_KEYS = ("loss", "correct", "seen")
+
+
+def gather_sums(sums: dict, info: DistInfo) -> list[dict] | None:
+    """Every rank's running training sums (``{"loss": float, "correct": int, "seen": int}``), by
+    rank, for a step checkpoint; None when not distributed. A collective: every rank calls it.
+
+    Why: each rank sums the loss/accuracy of its own slices and the epoch's row all-reduces them
+    at the end of the epoch. A step checkpoint written by rank 0 alone would carry rank 0's sums
+    only, and a resumed run would report rank 0's share twice; re-adding the gathered values per
+    rank (float64, exact for the integer counts) gives the uninterrupted run's row bitwise.
+    """
+    if not _active(info):
+        return None
+    local = torch.tensor([float(sums[k]) for k in SUM_KEYS], dtype=torch.float64)
+    if info.backend == "nccl":
+        local = local.cuda()
+    out = [torch.zeros_like(local) for _ in range(info.world_size)]
+    dist.all_gather(out, local)
+    return [{"loss": float(t[0]), "correct": int(t[1]), "seen": int(t[2])} for t in out]
+
+
+def own_sums(saved: dict, by_rank: list[dict] | None, info: DistInfo) -> dict:
+    """This rank's running sums when resuming from a step checkpoint (see :func:`gather_sums`).
+
+    Same world size: the rank's own entry (exact). Another world size (not exact anyway): rank 0
+    continues from the total and every other rank from zero, so the epoch's row stays the mean
+    over all samples. Checkpoints without ``by_rank`` (single process, or written before it
+    existed): ``saved``, taken as the total.
+    """
+    if by_rank is None:
+        by_rank = [saved]
+    if len(by_rank) == info.world_size:
+        return dict(by_rank[info.rank])
+    if info.rank != 0:
+        return {"loss": 0.0, "correct": 0, "seen": 0}
+    return {"loss": sum(s["loss"] for s in by_rank), "correct": sum(s["correct"] for s in by_rank),
+            "seen": sum(s["seen"] for s in by_rank)}

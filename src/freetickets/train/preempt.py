@@ -72,10 +72,11 @@ class RunGuard:
         self.signum: int | None = None
         self._remote = False  # the signal reached another rank, not this one
         self._previous: dict[int, object] = {}
+        self._ignore_after = False  # stopped under torchrun: leave the signals ignored (see __exit__)
 
     # ------------------------------------------------------------------ lifetime
     def __enter__(self) -> "RunGuard":
-        self.signum, self._remote = None, False
+        self.signum, self._remote, self._ignore_after = None, False, False
         signals = preempt_signals()
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
@@ -85,8 +86,12 @@ class RunGuard:
         return self
 
     def __exit__(self, *exc) -> None:
+        # After a stop under torchrun the signals stay ignored (SIG_IGN) for the rest of the
+        # process: when the first rank exits, torchrun sends SIGTERM to the ranks still exiting,
+        # and the default action would turn their documented exit status into -15 (measured).
+        ignore = self._ignore_after and isinstance(exc[1], Preempted)
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, signal.SIG_IGN if ignore else previous)
         self._previous.clear()
         self._lock.release()
 
@@ -115,6 +120,7 @@ class RunGuard:
     def stop(self, dist: DistInfo, where: str, checkpoint: Path) -> None:
         """Called by every rank after rank 0 wrote the checkpoint: wait for each other, release
         the process group and raise :class:`Preempted` with the one line the CLI prints."""
+        self._ignore_after = dist.enabled
         cleanup_distributed(dist)  # every rank is here: rank 0's checkpoint is on disk
         name = signal.Signals(self.signum).name + (" (on another rank)" if self._remote else "")
         raise Preempted(f"stopped by {name} {where}; checkpoint written to {checkpoint}; continue with "

@@ -184,6 +184,10 @@ def load_complete_manifest(run_dir: str | Path, *, partial: bool = False) -> dic
     if not rd.root.is_dir():
         raise UserError(f"{rd.root}: run directory not found")
     if not rd.manifest.is_file():
+        who = holder(rd.root)  # a train that is still setting the directory up has written none yet
+        if who is not None:
+            raise UserError(f"{rd.root}: the run is still being trained ({describe_holder(who)}); it has written "
+                            "no manifest yet, wait for it")
         raise UserError(f"{rd.root}: not a freetickets run directory (no manifest.json)")
     m = rd.read_manifest()
     check_readable(rd.root, m, partial=partial)

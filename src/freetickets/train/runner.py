@@ -28,6 +28,7 @@ from freetickets.methods import EngineSetup, Job, get_recipe
 from freetickets.train.config import TrainConfig, check_model, to_yaml, validate
 from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed,
                                            convert_sync_batchnorm, init_distributed, loss_scale, run_on_main)
+from freetickets.train.distributed import gather_sums, own_sums  # every rank's running sums in step checkpoints
 from freetickets.train.preempt import RunGuard
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
@@ -333,7 +334,7 @@ class Trainer:
             start_epoch, start_batch = job_ckpt["epoch"], job_ckpt["batch"]
             global_step = job_ckpt["global_step"]
             best = job_ckpt["best"]
-            sums = job_ckpt["sums"]
+            sums = own_sums(job_ckpt["sums"], job_ckpt.get("rank_sums"), ctx.dist)
         grad_growth = engine is not None and cfg.grow == "gradient"
         densities = engine.densities() if engine is not None else {}
         topo = engine.topology_version if engine is not None else 0
@@ -343,7 +344,8 @@ class Trainer:
                     "engine": engine.state_dict() if engine is not None else None,
                     "flops": flops.state_dict(), "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else None,
-                    "epoch": epoch, "batch": batch, "global_step": global_step, "best": best, "sums": sums}
+                    "epoch": epoch, "batch": batch, "global_step": global_step, "best": best, "sums": sums,
+                    "rank_sums": gather_sums(sums, ctx.dist)}
 
         ticket_index = lambda spec: spec.phase_index if job.tickets == "phase" else job.member
         ticket_path = lambda spec: (run.parent(job.member) if job.kind == "parent" else run.ticket(ticket_index(spec)))
