@@ -42,7 +42,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
              methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
     """Train and evaluate every method for ``seeds`` seeds; write the report. Returns results."""
     from freetickets.evaluation import evaluate_run, plot_inputs
-    from freetickets.report import comparison_table, write_report, write_results_json
+    from freetickets.report import claims_table, comparison_table, compute_claims, write_report, write_results_json
     from freetickets.train import train
 
     if seeds < 1:
@@ -93,5 +93,6 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
     print_fn("")
     print_fn(comparison_table(per_seed, fmt="text"))
     print_fn("")
+    print_fn(claims_table(compute_claims(per_seed), fmt="text"))
     print_fn(f"report: {report}   results: {out / 'results.json'}   ({time.time() - t_start:.0f} s)")
     return {"data": data_name, "methods": per_seed[0], "seeds": per_seed}

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from freetickets.report import plots
+from freetickets.report.claims import claims_table, compute_claims
 from freetickets.report.tables import (
     _seed_list,
     aggregate_seeds,
@@ -58,6 +59,17 @@ CONVENTIONS: tuple[str, ...] = (
     "data), never the test set.",
     "Sparsity S is the fraction of zero weights in the sparse (Conv/Linear) layers. Fractions "
     "are stored in [0, 1] in results.json; tables show percentages where marked (%).",
+)
+
+#: Explanation above the claims table (the interval and the verdicts, docs/evaluation.md).
+CLAIMS_INTRO = (
+    "Each claim compares two methods trained with the same seeds. Difference: mean over seeds of "
+    "the paired difference (first method minus second; pp = percentage points), for costs the "
+    "ratio first / second. Interval: two-sided 95% Student-t interval of the mean paired "
+    "difference (few seeds, spread estimated from the same differences). Verdict: *holds* if the "
+    "interval lies on the claimed side, *fails* if on the other, *not resolved* if it covers the "
+    "threshold; with one seed a quality claim is *not resolvable* (no interval). Costs are counts, "
+    "not estimates: their interval is the value itself."
 )
 
 _REPORT_NAME = "report.md"
@@ -164,6 +176,7 @@ def write_report(
         "and Brier). Cost columns are ratios to one dense model. M is the number of members; "
         "disagreement is the mean pairwise fraction of test points whose predicted classes differ.",
     )
+    _section(lines, "Claims", claims_table(compute_claims(seeds), "markdown"), CLAIMS_INTRO)
     _section(lines, "Out-of-distribution detection", ood_table(seeds, "markdown"),
              "Score: the ensemble's maximum softmax probability (in-distribution positive).")
     _section(lines, "Corruption robustness", corruption_table(seeds, "markdown"),
@@ -235,7 +248,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-_RESERVED = ("data", "methods", "seeds", "summary")
+_RESERVED = ("data", "methods", "seeds", "summary", "claims")
 
 
 def write_results_json(
@@ -248,8 +261,9 @@ def write_results_json(
 
     Layout: ``{"data": data_name, "methods": {method: eval_obj} (the first seed, the plain
     §2.4 objects), "seeds": [{method: eval_obj}, ...] (every seed), "summary": {method: {key:
-    {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "num_seeds": N}``
-    plus the keys of ``extra`` (which may not replace the keys above).
+    {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "claims": [...]
+    (:func:`freetickets.report.claims.compute_claims`), "num_seeds": N}`` plus the keys of
+    ``extra`` (which may not replace the keys above).
     """
     seeds = _seed_list(per_seed_results)
     agg = aggregate_seeds(seeds)
@@ -259,6 +273,7 @@ def write_results_json(
         "methods": ordered[0],
         "seeds": ordered,
         "summary": {m: {k: {"mean": v[0], "std": v[1]} for k, v in stats.items()} for m, stats in agg.items()},
+        "claims": compute_claims(seeds),
         "num_seeds": len(seeds),
     }
     if extra:
