@@ -99,6 +99,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     from freetickets.metrics.calibration import ece
     from freetickets.metrics.classification import accuracy, ensemble_nll
     from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
+    from freetickets.metrics.ensemble_size import ensemble_size_curve
     from freetickets.train.rundir import load_complete_manifest
     from freetickets.train.runner import resolve_device
 
@@ -113,6 +114,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     probs = member_probs_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
     labels = data.test.y.cpu()
     result = summarize(probs, labels)
+    result["ensemble_size"] = ensemble_size_curve(probs, labels)
     mask_list = [m for m in ens.masks if m]
     if len(mask_list) == len(ens.masks) and len(mask_list) > 1:
         hm = mask_hamming_matrix(mask_list)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from freetickets.report import plots
+from freetickets.report import analysis_plots, plots
 from freetickets.report.claims import claims_table, compute_claims
 from freetickets.report.tables import (
     _seed_list,
@@ -78,6 +78,7 @@ _DISAGREEMENT_PNG = "disagreement.png"
 _CORRUPTION_PNG = "corruption_severity.png"
 _RELIABILITY_PNG = "reliability.png"
 _OOD_PNG = "ood_histograms.png"
+_SIZE_PNG = "ensemble_size.png"
 
 
 def _version() -> str:
@@ -204,6 +205,14 @@ def write_report(
         drawn.append(("Pairwise disagreement between members", p.name,
                       "Fraction of test points on which two members predict different classes"
                       + (" (first seed)." if n > 1 else ".")))
+    p = _try_plot("ensemble-size plot", lambda path: analysis_plots.plot_ensemble_size(seeds, path),
+                  out_dir / _SIZE_PNG, bool(analysis_plots.ensemble_size_curves(seeds)),
+                  "no method has an ensemble_size curve")
+    if p:
+        drawn.append(("Ensemble size", p.name,
+                      "Accuracy, NLL and ECE of the ensemble of the first k members (from the members' "
+                      "test probabilities, no retraining); dashed: single models"
+                      + (", mean over seeds." if n > 1 else ".")))
     reliability = _artifact(artifacts, "reliability")
     p = _try_plot("reliability diagrams", lambda path: plots.plot_reliability(reliability, path),
                   out_dir / _RELIABILITY_PNG, bool(reliability), "no reliability bins in artifacts")
@@ -248,7 +257,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-_RESERVED = ("data", "methods", "seeds", "summary", "claims")
+_RESERVED = ("data", "methods", "seeds", "summary", "claims", "ensemble_size")
 
 
 def write_results_json(
@@ -262,7 +271,8 @@ def write_results_json(
     Layout: ``{"data": data_name, "methods": {method: eval_obj} (the first seed, the plain
     §2.4 objects), "seeds": [{method: eval_obj}, ...] (every seed), "summary": {method: {key:
     {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "claims": [...]
-    (:func:`freetickets.report.claims.compute_claims`), "num_seeds": N}`` plus the keys of
+    (:func:`freetickets.report.claims.compute_claims`), "ensemble_size": {method: {"k", "accuracy",
+    "nll", "ece"}} (first-k curves, mean over seeds), "num_seeds": N}`` plus the keys of
     ``extra`` (which may not replace the keys above).
     """
     seeds = _seed_list(per_seed_results)
@@ -274,6 +284,7 @@ def write_results_json(
         "seeds": ordered,
         "summary": {m: {k: {"mean": v[0], "std": v[1]} for k, v in stats.items()} for m, stats in agg.items()},
         "claims": compute_claims(seeds),
+        "ensemble_size": analysis_plots.ensemble_size_curves(seeds),
         "num_seeds": len(seeds),
     }
     if extra:
