@@ -79,6 +79,7 @@ _CORRUPTION_PNG = "corruption_severity.png"
 _RELIABILITY_PNG = "reliability.png"
 _OOD_PNG = "ood_histograms.png"
 _SIZE_PNG = "ensemble_size.png"
+_TSNE_PNG = "tsne_trajectories.png"
 
 
 def _version() -> str:
@@ -225,6 +226,17 @@ def write_report(
     if p:
         drawn.append(("OoD score distributions", p.name, "Ensemble max softmax probability, test set vs each OoD set."))
 
+    trajectories = _artifact(artifacts, "trajectories")
+    p = _try_plot("t-SNE of trajectories", lambda path: analysis_plots.plot_tsne_trajectories(trajectories, path),
+                  out_dir / _TSNE_PNG, any(sum(len(j["probs"]) for j in t.get("jobs") or []) >= 4
+                                           for t in trajectories.values()),
+                  "no run recorded trajectories (older runs do not)")
+    if p:
+        drawn.append(("Function-space trajectories (t-SNE)", p.name,
+                      "Each member's predicted probabilities on a fixed probe subset of the validation "
+                      "split after every epoch, embedded with t-SNE (one panel per run, first seed; "
+                      "colour = member, EDST coloured by refinement phase with exploration grey, PF "
+                      "parents dashed; circle = first epoch, star = the member's ticket)."))
     if drawn:
         lines += ["## Plots", ""]
         for title, fname, caption in drawn:
