@@ -2,7 +2,10 @@
 
 Trains every method (dense, deep, DST, EDST, static, PF) with the shipped ``mnist1d_*`` presets,
 evaluates them (accuracy, NLL, ECE, Brier, OoD, MNIST-1D-C, diversity, cost), and writes
-``report.md``, ``results.json`` and plots. ``vs_dense`` ratios are relative to the dense run of
+``report.md``, ``results.json`` and plots, with the paper's claims decided over the seeds
+(:mod:`freetickets.report.claims`: paired differences, 95% Student-t interval, verdict; with
+one seed the quality claims are not resolvable) and the ensemble-size and trajectory analyses.
+Claims use only the methods in ``methods``. ``vs_dense`` ratios are relative to the dense run of
 the same seed. PF fine-tunes the dense models of the deep ensemble (``--from``), so its training
 cost includes theirs, as in the paper.
 """
