@@ -8,10 +8,15 @@ import pytest
 from freetickets.report import write_report, write_results_json
 from freetickets.report.analysis_plots import ensemble_size_curves, plot_ensemble_size
 
-from conftest import make_results
 
 
-def _with_curves(shift):
+@pytest.fixture
+def make_results(factory):
+    """The synthetic results builder of tests/report/conftest.py."""
+    return factory[1]
+
+
+def _with_curves(make_results, shift):
     res = make_results()
     for method, ev in res.items():
         m = ev["cost"]["members"]
@@ -22,8 +27,8 @@ def _with_curves(shift):
     return res
 
 
-def test_curves_mean_over_seeds_and_old_results_left_out():
-    seeds = [_with_curves(0.0), _with_curves(0.02)]
+def test_curves_mean_over_seeds_and_old_results_left_out(make_results):
+    seeds = [_with_curves(make_results, 0.0), _with_curves(make_results, 0.02)]
     del seeds[0]["pf"]["ensemble_size"], seeds[1]["pf"]["ensemble_size"]  # an old evaluation
     curves = ensemble_size_curves(seeds)
     assert "pf" not in curves and list(curves["deep"]["k"]) == [1, 2, 3]
@@ -31,8 +36,8 @@ def test_curves_mean_over_seeds_and_old_results_left_out():
     assert curves["dense"]["nll"].tolist() == [0.5]
 
 
-def test_report_draws_ensemble_size_and_json_has_block(tmp_path):
-    seeds = [_with_curves(0.0), _with_curves(0.02)]
+def test_report_draws_ensemble_size_and_json_has_block(make_results, tmp_path):
+    seeds = [_with_curves(make_results, 0.0), _with_curves(make_results, 0.02)]
     report = write_report(tmp_path, seeds, data_name="mnist1d").read_text()
     assert (tmp_path / "ensemble_size.png").stat().st_size > 1000
     assert "ensemble_size.png" in report
@@ -41,7 +46,7 @@ def test_report_draws_ensemble_size_and_json_has_block(tmp_path):
     assert obj["seeds"][1]["edst"]["ensemble_size"]["accuracy"][0] == pytest.approx(0.82)
 
 
-def test_no_curves_no_plot(tmp_path):
+def test_no_curves_no_plot(make_results, tmp_path):
     report = write_report(tmp_path, [make_results()], data_name="mnist1d").read_text()
     assert not (tmp_path / "ensemble_size.png").exists() and "ensemble_size.png" not in report
     with pytest.raises(ValueError):

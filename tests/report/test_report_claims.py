@@ -10,12 +10,17 @@ from freetickets.metrics.claims import FAILS, HOLDS, NOT_RESOLVED
 from freetickets.report import write_report, write_results_json
 from freetickets.report.claims import CLAIMS, NOT_RESOLVABLE, SKIPPED, claims_table, compute_claims
 
-from conftest import make_results
+
+
+@pytest.fixture
+def make_results(factory):
+    """The synthetic results builder of tests/report/conftest.py."""
+    return factory[1]
 
 T_1 = 12.706204736174698  # t_{0.975, 1}
 
 
-def _seeds(edst_acc, dense_acc, **kwargs):
+def _seeds(make_results, edst_acc, dense_acc, **kwargs):
     seeds = []
     for a, b in zip(edst_acc, dense_acc):
         res = make_results(**kwargs)
@@ -29,24 +34,24 @@ def _by_name(claims):
     return {c["name"]: c for c in claims}
 
 
-def test_every_claim_present_in_order_with_keys():
-    claims = compute_claims(_seeds([0.92, 0.94], [0.91, 0.92]))
+def test_every_claim_present_in_order_with_keys(make_results):
+    claims = compute_claims(_seeds(make_results, [0.92, 0.94], [0.91, 0.92]))
     assert [c["name"] for c in claims] == [s.name for s in CLAIMS]
     for c in claims:
         assert {"name", "difference", "interval", "verdict", "seeds"} <= set(c)
         assert c["seeds"] == 2
 
 
-def test_two_seeds_known_interval_not_resolved():
-    c = _by_name(compute_claims(_seeds([0.92, 0.94], [0.91, 0.92])))["EDST accuracy > dense"]
+def test_two_seeds_known_interval_not_resolved(make_results):
+    c = _by_name(compute_claims(_seeds(make_results, [0.92, 0.94], [0.91, 0.92])))["EDST accuracy > dense"]
     # d = [0.01, 0.02]: mean 0.015, sd 0.01/sqrt(2), se 0.005
     assert c["difference"] == pytest.approx(0.015, abs=1e-12)
     assert c["interval"] == [pytest.approx(0.015 - T_1 * 0.005, abs=1e-9), pytest.approx(0.015 + T_1 * 0.005, abs=1e-9)]
     assert c["verdict"] == NOT_RESOLVED
 
 
-def test_holds_and_fails():
-    seeds = _seeds([0.93, 0.95, 0.94], [0.91, 0.925, 0.92])  # d = [0.02, 0.025, 0.02]
+def test_holds_and_fails(make_results):
+    seeds = _seeds(make_results, [0.93, 0.95, 0.94], [0.91, 0.925, 0.92])  # d = [0.02, 0.025, 0.02]
     for k, s in enumerate(seeds):  # EDST NLL consistently worse: the claim fails
         s["edst"]["ensemble"]["nll"] = 0.5 + 0.01 * k
         s["dense"]["ensemble"]["nll"] = 0.4 + 0.011 * k
@@ -56,7 +61,7 @@ def test_holds_and_fails():
     assert by["EDST NLL < dense"]["difference"] == pytest.approx(0.1 - 0.001, abs=1e-12)
 
 
-def test_one_seed_quality_not_resolvable_costs_decided():
+def test_one_seed_quality_not_resolvable_costs_decided(make_results):
     by = _by_name(compute_claims([make_results()]))
     for name in ("EDST accuracy > dense", "EDST NLL < dense", "EDST ECE < dense", "EDST OoD AUROC > dense",
                  "EDST corrupted accuracy > dense", "DST accuracy within 0.5 pp of deep ensemble"):
@@ -74,7 +79,7 @@ def test_one_seed_quality_not_resolvable_costs_decided():
         assert c["verdict"] == HOLDS, name
 
 
-def test_inclusive_cost_claim_at_equality_holds():
+def test_inclusive_cost_claim_at_equality_holds(make_results):
     seeds = [make_results(), make_results()]
     for s in seeds:
         s["edst"]["cost"]["inference_flops"] = s["dense"]["cost"]["inference_flops"]
@@ -82,7 +87,7 @@ def test_inclusive_cost_claim_at_equality_holds():
     assert c["difference"] == 0.0 and c["interval"] == [0.0, 0.0] and c["verdict"] == HOLDS
 
 
-def test_missing_method_or_metric_is_skipped_with_reason():
+def test_missing_method_or_metric_is_skipped_with_reason(make_results):
     seeds = [make_results(methods=("dense", "edst", "deep"), ood=False) for _ in range(2)]
     by = _by_name(compute_claims(seeds))
     for name in ("DST accuracy within 0.5 pp of deep ensemble", "DST training FLOPs <= 0.5 x deep ensemble"):
@@ -93,8 +98,8 @@ def test_missing_method_or_metric_is_skipped_with_reason():
     assert by["EDST accuracy > dense"]["verdict"] == HOLDS  # zero spread: d = 0.01 in both seeds
 
 
-def test_table_and_report_and_results_json(tmp_path):
-    seeds = _seeds([0.92, 0.94], [0.91, 0.92])
+def test_table_and_report_and_results_json(make_results, tmp_path):
+    seeds = _seeds(make_results, [0.92, 0.94], [0.91, 0.92])
     text = claims_table(compute_claims(seeds), "text")
     assert "EDST accuracy > dense" in text and "+1.50 pp" in text and "not resolved" in text
     assert "0.400×" in text  # the training FLOPs ratio
