@@ -107,3 +107,16 @@ def test_report_draws_tsne_and_old_runs_still_report(tmp_path, tmp_path_factory)
     assert load_trajectories(old) == []
     report = report_runs([old], tmp_path / "rep-old", device="cpu").read_text()
     assert "tsne_trajectories.png" not in report and not (tmp_path / "rep-old" / "tsne_trajectories.png").exists()
+
+
+def test_tsne_embedding_deterministic(tmp_path_factory):
+    from freetickets.report.analysis_plots import _ticket_rows, tsne_embedding
+
+    out = _run("traj-edst", tmp_path_factory, "edst")
+    jobs = load_trajectories(out)
+    a, b = tsne_embedding(jobs), tsne_embedding(jobs)
+    assert a.shape == (4, 2) and np.array_equal(a, b)
+    import json
+    tickets = json.loads((out / "manifest.json").read_text())["tickets"]
+    # 1 exploration epoch, then one epoch per refinement phase: ticket k sits at row k + 1
+    assert [(row, member) for _, row, member in _ticket_rows(jobs, tickets)] == [(1, 0), (2, 1), (3, 2)]
