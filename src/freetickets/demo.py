@@ -3,7 +3,10 @@
 Trains every method (dense, deep, DST, EDST, static, PF, and the efficient ensembles snapshot,
 MIMO, BatchEnsemble and MC dropout) with the shipped ``mnist1d_*`` presets (``--methods``: a subset),
 evaluates them (accuracy, NLL, ECE, Brier, OoD, MNIST-1D-C, diversity, cost), and writes
-``report.md``, ``results.json`` and plots. ``vs_dense`` ratios are relative to the dense run of
+``report.md``, ``results.json`` and plots, with the paper's claims decided over the seeds
+(:mod:`freetickets.report.claims`: paired differences, 95% Student-t interval, verdict; with
+one seed the quality claims are not resolvable) and the ensemble-size and trajectory analyses.
+Claims use only the methods in ``methods``. ``vs_dense`` ratios are relative to the dense run of
 the same seed. PF fine-tunes the dense models of the deep ensemble (``--from``), so its training
 cost includes theirs, as in the paper.
 """
@@ -62,7 +65,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
              methods: tuple[str, ...] = METHODS, regime: str = DEFAULT_REGIME) -> dict[str, Any]:
     """Train and evaluate every method for ``seeds`` seeds; write the report. Returns results."""
     from freetickets.evaluation import evaluate_run, plot_inputs
-    from freetickets.report import comparison_table, write_report, write_results_json
+    from freetickets.report import claims_table, comparison_table, compute_claims, write_report, write_results_json
     from freetickets.train import train
 
     if seeds < 1:
@@ -114,5 +117,6 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
     print_fn("")
     print_fn(comparison_table(per_seed, fmt="text"))
     print_fn("")
+    print_fn(claims_table(compute_claims(per_seed), fmt="text"))
     print_fn(f"report: {report}   results: {out / 'results.json'}   ({time.time() - t_start:.0f} s)")
     return {"data": data_name, "methods": per_seed[0], "seeds": per_seed}

@@ -99,8 +99,10 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     from freetickets.metrics.calibration import ece
     from freetickets.metrics.classification import accuracy, ensemble_nll
     from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
+    from freetickets.metrics.ensemble_size import ensemble_size_curve
     from freetickets.train.rundir import load_complete_manifest
     from freetickets.train.runner import resolve_device
+    from freetickets.train.trajectories import load_trajectories
 
     run_dir = Path(run_dir)
     manifest = load_complete_manifest(run_dir, partial=partial)
@@ -113,6 +115,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     probs = member_probs_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
     labels = data.test.y.cpu()
     result = summarize(probs, labels)
+    result["ensemble_size"] = ensemble_size_curve(probs, labels)
     mask_list = [m for m in ens.masks if m]
     if len(mask_list) == len(ens.masks) and len(mask_list) > 1:
         hm = mask_hamming_matrix(mask_list)
@@ -156,6 +159,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
             result["ensemble"]["corrupted"] = corruption_summary(records)
             result["ensemble"]["corrupted"]["by_split"] = records
     result["cost"] = cost_block(run_dir, manifest, ens)
+    artifacts["trajectories"] = {"jobs": load_trajectories(run_dir), "tickets": manifest["tickets"]}
     result["method"] = manifest["method"]
     result["data"] = manifest["data"]
     result["model"] = manifest["model"]
@@ -196,11 +200,14 @@ def format_evaluation(result: dict[str, Any]) -> str:
 
 def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
     """What the report's plots need from :func:`evaluate_run`'s artifacts: reliability bins of
-    the ensemble probability and the MSP scores of the test and OoD sets."""
+    the ensemble probability, the MSP scores of the test and OoD sets, and the recorded
+    function-space trajectories (``None`` for runs without them)."""
     from freetickets.metrics.calibration import reliability_bins
 
+    traj = artifacts.get("trajectories")
     return {"reliability": reliability_bins(artifacts["probs"].mean(0), artifacts["labels"]),
-            "ood_scores": artifacts["ood_scores"]}
+            "ood_scores": artifacts["ood_scores"],
+            "trajectories": traj if traj and traj.get("jobs") else None}
 
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,

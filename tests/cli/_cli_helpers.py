@@ -72,6 +72,13 @@ def check_evaluation(result: dict, members: int, sparse: bool, form: str | None 
     for m in result["members"]:
         assert MEMBER_KEYS <= set(m)
         assert 0.0 <= m["accuracy"] <= 1.0
+    size = result["ensemble_size"]  # first-k curve: k = M is the ensemble row, k = 1 member 0
+    assert size["k"] == list(range(1, members + 1))
+    for key in ("accuracy", "nll", "ece"):
+        assert size[key][-1] == ens[key], key
+    assert size["accuracy"][0] == result["members"][0]["accuracy"]
+    assert size["ece"][0] == result["members"][0]["ece"]
+    assert size["nll"][0] == pytest.approx(result["members"][0]["nll"], rel=1e-12)
     div = result["diversity"]
     assert DIVERSITY_KEYS <= set(div)
     assert len(div["disagreement_matrix"]) == members and all(len(r) == members for r in div["disagreement_matrix"])

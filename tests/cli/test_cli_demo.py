@@ -87,3 +87,25 @@ def test_demo_regimes(tmp_path, monkeypatch, cli_env):
                  "--methods", "dense", "dst"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["regime"] == "saturated" and results["methods"]["dst"]["model"] == "cnn1d"
+
+
+def test_demo_two_seeds_claims_block(tmp_path, monkeypatch, cli_env, capsys):
+    """`demo --seeds 2` (tiny settings, three methods): results.json carries the claims block,
+    the DST claims are skipped (no 'dst'), the report and the terminal show the claims table."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    out = tmp_path / "demo"
+    demo.run_demo(out, quick=True, seeds=2, device="cpu", methods=("dense", "deep", "edst"), print_fn=print)
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    claims = {c["name"]: c for c in results["claims"]}
+    acc = claims["EDST accuracy > dense"]
+    assert acc["seeds"] == 2 and acc["verdict"] in ("holds", "not resolved", "fails")
+    edst = [s["edst"]["ensemble"]["accuracy"] - s["dense"]["ensemble"]["accuracy"] for s in results["seeds"]]
+    assert acc["difference"] == pytest.approx(sum(edst) / 2, abs=1e-12)
+    assert acc["interval"][0] <= acc["difference"] <= acc["interval"][1]
+    assert claims["DST accuracy within 0.5 pp of deep ensemble"]["verdict"] == "skipped"
+    assert claims["EDST training FLOPs < dense"]["verdict"] == "holds"
+    assert "## Claims" in (out / "report.md").read_text()
+    assert "EDST accuracy > dense" in printed

@@ -48,3 +48,16 @@ def test_verdicts_and_direction():
 def test_unpaired_counts_rejected():
     with pytest.raises(ValueError):
         claim("x", [1.0, 2.0], [1.0])
+
+
+def test_threshold_and_inclusive():
+    # "DST within 0.5 points of deep": a - b > -0.005
+    assert verdict(-0.004, -0.001, threshold=-0.005) == HOLDS
+    assert verdict(-0.008, -0.006, threshold=-0.005) == FAILS
+    assert verdict(-0.006, -0.001, threshold=-0.005) == NOT_RESOLVED
+    # "ratio - 1 <= 0" with a point interval at 0: holds only when inclusive
+    assert verdict(0.0, 0.0, higher_is_better=False) == NOT_RESOLVED
+    assert verdict(0.0, 0.0, higher_is_better=False, inclusive=True) == HOLDS
+    assert verdict(0.01, 0.01, higher_is_better=False, inclusive=True) == FAILS
+    c = claim("x", [0.90, 0.91], [0.902, 0.912], threshold=-0.005)
+    assert c["difference"] == pytest.approx(-0.002) and c["verdict"] == HOLDS

@@ -83,7 +83,7 @@ def test_results_json_layout(tmp_path, three_seeds):
     three_seeds[0]["dst"]["ensemble"]["brier"] = float("nan")  # strict JSON: NaN becomes null
     path = write_results_json(tmp_path / "results.json", "mnist1d", three_seeds, extra={"command": "x"})
     obj = json.loads(path.read_text(encoding="utf-8"))
-    assert set(obj) == {"data", "methods", "seeds", "summary", "num_seeds", "command"}
+    assert set(obj) == {"data", "methods", "seeds", "summary", "num_seeds", "command", "claims", "ensemble_size"}
     assert obj["data"] == "mnist1d" and obj["num_seeds"] == 3 and len(obj["seeds"]) == 3
     assert list(obj["methods"]) == ["dense", "deep", "dst", "edst", "pf", "static"]
     dst = obj["methods"]["dst"]

@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train and evaluate every method on MNIST-1D; write a report")
     d.add_argument("--out", default="demo_out", metavar="DIR", help="output directory (default demo_out)")
     d.add_argument("--quick", action="store_true", help="smoke run of every method in about a minute")
-    d.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat over N seeds (mean ± std)")
+    d.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat over N seeds: mean ± std and the claims with 95%% intervals (N >= 2 to decide them)")
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d.add_argument("--regime", default="headroom", choices=["headroom", "saturated"],
                    help="headroom (default: the MLP, where ensembles gain clearly) or saturated (the presets' "

@@ -15,6 +15,7 @@ from freetickets.metrics.diversity import (
     mask_hamming_matrix,
     offdiagonal_mean,
 )
+from freetickets.metrics.ensemble_size import ensemble_size_curve
 from freetickets.metrics.ood import fpr_at_tpr, ood_metrics, ood_scores
 from freetickets.metrics.summary import corruption_summary, summarize
 
@@ -35,4 +36,5 @@ __all__ = [
     "mask_hamming_matrix",
     "summarize",
     "corruption_summary",
+    "ensemble_size_curve",
 ]

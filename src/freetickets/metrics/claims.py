@@ -56,11 +56,18 @@ def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> tuple[f
     return mean, mean - half, mean + half
 
 
-def verdict(lo: float, hi: float, higher_is_better: bool = True) -> str:
-    """``holds`` / ``not resolved`` / ``fails`` for an interval of ``a - b``."""
+def verdict(lo: float, hi: float, higher_is_better: bool = True, threshold: float = 0.0,
+            inclusive: bool = False) -> str:
+    """``holds`` / ``not resolved`` / ``fails`` for an interval of ``a - b``.
+
+    The claim is ``a - b > threshold`` (``higher_is_better``) or ``a - b < threshold``;
+    ``inclusive`` makes it ``>=`` / ``<=`` (an interval touching the threshold then holds, e.g.
+    "inference FLOPs <= dense" with a point interval at the threshold).
+    """
+    lo, hi = lo - threshold, hi - threshold
     if not higher_is_better:
         lo, hi = -hi, -lo
-    if lo > 0.0:
+    if lo > 0.0 or (inclusive and lo >= 0.0):
         return HOLDS
     if hi < 0.0:
         return FAILS
@@ -73,12 +80,15 @@ def claim(
     b: Sequence[float],
     higher_is_better: bool = True,
     confidence: float = 0.95,
+    threshold: float = 0.0,
+    inclusive: bool = False,
 ) -> dict:
     """One ``claims`` entry: ``{"name", "difference", "interval", "verdict", "seeds"}``.
 
     ``a``, ``b``: ``(n,)`` metric values of the two methods, index ``i`` = the same seed.
     ``difference`` is the mean of ``a - b``; ``interval`` is ``[lo, hi]`` (JSON cannot hold
-    infinities, so an unbounded end is written as ``None``).
+    infinities, so an unbounded end is written as ``None``). ``threshold`` and ``inclusive``
+    as in :func:`verdict` (the difference and interval are always of plain ``a - b``).
     """
     if len(a) != len(b):
         raise ValueError(f"claim {name!r}: {len(a)} vs {len(b)} seeds; pairs need equal counts")
@@ -87,6 +97,6 @@ def claim(
         "name": name,
         "difference": mean,
         "interval": [lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None],
-        "verdict": verdict(lo, hi, higher_is_better),
+        "verdict": verdict(lo, hi, higher_is_better, threshold, inclusive),
         "seeds": len(a),
     }

@@ -5,6 +5,8 @@ Inputs are the evaluation objects of design §2.4, one ``{method: eval_obj}`` ma
 * :mod:`~freetickets.report.tables`: ``aggregate_seeds``, ``comparison_table``, ``ood_table``,
   ``corruption_table``, ``member_table`` (Markdown or aligned text).
 * :mod:`~freetickets.report.plots`: PNG plots (matplotlib, Agg canvas, no pyplot state).
+* :mod:`~freetickets.report.claims`: ``compute_claims`` (the ``claims`` block: paired
+  differences over seeds, 95% Student-t interval, verdict) and ``claims_table``.
 * :mod:`~freetickets.report.markdown`: ``write_report`` (``report.md`` + plots) and
   ``write_results_json``.
 
@@ -32,6 +34,8 @@ _LAZY = {
     "write_report": "freetickets.report.markdown",
     "write_results_json": "freetickets.report.markdown",
     "CONVENTIONS": "freetickets.report.markdown",
+    "compute_claims": "freetickets.report.claims",
+    "claims_table": "freetickets.report.claims",
     "reliability_arrays": "freetickets.report.plots",
     "plot_reliability": "freetickets.report.plots",
     "plot_metric_vs_flops": "freetickets.report.plots",
@@ -55,6 +59,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from freetickets.report.claims import claims_table, compute_claims
     from freetickets.report.markdown import CONVENTIONS, write_report, write_results_json
     from freetickets.report.plots import (
         plot_corruption_severity,

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from freetickets.report import plots
+from freetickets.report import analysis_plots, plots
+from freetickets.report.claims import claims_table, compute_claims
 from freetickets.report.tables import (
     _seed_list,
     aggregate_seeds,
@@ -60,12 +61,25 @@ CONVENTIONS: tuple[str, ...] = (
     "are stored in [0, 1] in results.json; tables show percentages where marked (%).",
 )
 
+#: Explanation above the claims table (the interval and the verdicts, docs/evaluation.md).
+CLAIMS_INTRO = (
+    "Each claim compares two methods trained with the same seeds. Difference: mean over seeds of "
+    "the paired difference (first method minus second; pp = percentage points), for costs the "
+    "ratio first / second. Interval: two-sided 95% Student-t interval of the mean paired "
+    "difference (few seeds, spread estimated from the same differences). Verdict: *holds* if the "
+    "interval lies on the claimed side, *fails* if on the other, *not resolved* if it covers the "
+    "threshold; with one seed a quality claim is *not resolvable* (no interval). Costs are counts, "
+    "not estimates: their interval is the value itself."
+)
+
 _REPORT_NAME = "report.md"
 _FLOPS_PNG = "accuracy_nll_vs_flops.png"
 _DISAGREEMENT_PNG = "disagreement.png"
 _CORRUPTION_PNG = "corruption_severity.png"
 _RELIABILITY_PNG = "reliability.png"
 _OOD_PNG = "ood_histograms.png"
+_SIZE_PNG = "ensemble_size.png"
+_TSNE_PNG = "tsne_trajectories.png"
 
 
 def _version() -> str:
@@ -164,6 +178,7 @@ def write_report(
         "and Brier). Cost columns are ratios to one dense model. M is the number of members; "
         "disagreement is the mean pairwise fraction of test points whose predicted classes differ.",
     )
+    _section(lines, "Claims", claims_table(compute_claims(seeds), "markdown"), CLAIMS_INTRO)
     _section(lines, "Out-of-distribution detection", ood_table(seeds, "markdown"),
              "Score: the ensemble's maximum softmax probability (in-distribution positive).")
     _section(lines, "Corruption robustness", corruption_table(seeds, "markdown"),
@@ -191,6 +206,14 @@ def write_report(
         drawn.append(("Pairwise disagreement between members", p.name,
                       "Fraction of test points on which two members predict different classes"
                       + (" (first seed)." if n > 1 else ".")))
+    p = _try_plot("ensemble-size plot", lambda path: analysis_plots.plot_ensemble_size(seeds, path),
+                  out_dir / _SIZE_PNG, bool(analysis_plots.ensemble_size_curves(seeds)),
+                  "no method has an ensemble_size curve")
+    if p:
+        drawn.append(("Ensemble size", p.name,
+                      "Accuracy, NLL and ECE of the ensemble of the first k members (from the members' "
+                      "test probabilities, no retraining); dashed: single models"
+                      + (", mean over seeds." if n > 1 else ".")))
     reliability = _artifact(artifacts, "reliability")
     p = _try_plot("reliability diagrams", lambda path: plots.plot_reliability(reliability, path),
                   out_dir / _RELIABILITY_PNG, bool(reliability), "no reliability bins in artifacts")
@@ -203,6 +226,17 @@ def write_report(
     if p:
         drawn.append(("OoD score distributions", p.name, "Ensemble max softmax probability, test set vs each OoD set."))
 
+    trajectories = _artifact(artifacts, "trajectories")
+    p = _try_plot("t-SNE of trajectories", lambda path: analysis_plots.plot_tsne_trajectories(trajectories, path),
+                  out_dir / _TSNE_PNG, any(sum(len(j["probs"]) for j in t.get("jobs") or []) >= 4
+                                           for t in trajectories.values()),
+                  "no run recorded trajectories (older runs do not)")
+    if p:
+        drawn.append(("Function-space trajectories (t-SNE)", p.name,
+                      "Each member's predicted probabilities on a fixed probe subset of the validation "
+                      "split after every epoch, embedded with t-SNE (one panel per run, first seed; "
+                      "colour = member, EDST coloured by refinement phase with exploration grey, PF "
+                      "parents dashed; circle = first epoch, star = the member's ticket)."))
     if drawn:
         lines += ["## Plots", ""]
         for title, fname, caption in drawn:
@@ -235,7 +269,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-_RESERVED = ("data", "methods", "seeds", "summary")
+_RESERVED = ("data", "methods", "seeds", "summary", "claims", "ensemble_size")
 
 
 def write_results_json(
@@ -248,8 +282,10 @@ def write_results_json(
 
     Layout: ``{"data": data_name, "methods": {method: eval_obj} (the first seed, the plain
     §2.4 objects), "seeds": [{method: eval_obj}, ...] (every seed), "summary": {method: {key:
-    {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "num_seeds": N}``
-    plus the keys of ``extra`` (which may not replace the keys above).
+    {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "claims": [...]
+    (:func:`freetickets.report.claims.compute_claims`), "ensemble_size": {method: {"k", "accuracy",
+    "nll", "ece"}} (first-k curves, mean over seeds), "num_seeds": N}`` plus the keys of
+    ``extra`` (which may not replace the keys above).
     """
     seeds = _seed_list(per_seed_results)
     agg = aggregate_seeds(seeds)
@@ -259,6 +295,8 @@ def write_results_json(
         "methods": ordered[0],
         "seeds": ordered,
         "summary": {m: {k: {"mean": v[0], "std": v[1]} for k, v in stats.items()} for m, stats in agg.items()},
+        "claims": compute_claims(seeds),
+        "ensemble_size": analysis_plots.ensemble_size_curves(seeds),
         "num_seeds": len(seeds),
     }
     if extra:

@@ -102,7 +102,9 @@ class RunDir:
     def _remove_partial_writes(self) -> None:
         """Delete temporary files of atomic writes cut short by a kill (``.NAME.*.tmp``); the files
         under their final names are complete (the previous version or the new one)."""
-        for folder in (self.root, self.tickets, self.parents):
+        from freetickets.train.trajectories import TRAJECTORY_DIR
+
+        for folder in (self.root, self.tickets, self.parents, self.root / TRAJECTORY_DIR):
             if folder.is_dir():
                 for tmp in folder.glob(".*.tmp"):
                     try:

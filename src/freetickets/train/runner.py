@@ -33,6 +33,7 @@ from freetickets.train.preempt import RunGuard
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
 from freetickets.train.schedules import EpochSpec, warmup_factor
+from freetickets.train.trajectories import TrajectoryRecorder
 from freetickets.utils.io import atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ class Trainer:
         ticket_index = lambda spec: spec.phase_index if job.tickets == "phase" else job.member
         ticket_path = lambda spec: (run.parent(job.member) if job.kind == "parent" else run.ticket(ticket_index(spec)))
 
+        trajectory = TrajectoryRecorder.for_job(ctx, job, job_index, autocast)  # probe probs per epoch
         pbar = None
         for spec in job.plan[start_epoch:]:
             t0 = time.time()
@@ -454,6 +456,7 @@ class Trainer:
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
             if ctx.dist.is_main:
                 run.log_metrics(row)
+                trajectory.record(model, spec)
             # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
             ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
             log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",

@@ -1,0 +1,43 @@
+"""benchmarks/quality.py refuses one seed; benchmarks/sparsity.py end to end at tiny settings."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from freetickets import demo
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", _ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_needs_two_seeds(capsys):
+    with pytest.raises(SystemExit) as exc:
+        _load("quality").main(["--seeds", "1"])
+    assert exc.value.code == 2 and "at least 2" in capsys.readouterr().err
+
+
+def test_sparsity_sweep_tiny(tmp_path, monkeypatch, cli_env):
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"width": 16}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    out = tmp_path / "sp"
+    assert _load("sparsity").main(["--quick", "--out", str(out), "--device", "cpu", "--sparsities", "0.5", "0.9"]) == 0
+    result = json.loads((out / "sparsity.json").read_text())
+    assert result["sparsities"] == [0.5, 0.9]
+    for method in ("dst", "edst"):
+        assert sorted(result["sweep"][method]) == ["0.5", "0.9"]
+        for runs in result["sweep"][method].values():
+            assert len(runs) == 1 and 0.0 <= runs[0]["accuracy"] <= 1.0 and runs[0]["nll"] > 0
+        # fewer active weights, fewer training FLOPs
+        assert result["sweep"][method]["0.9"][0]["train_flops"] < result["sweep"][method]["0.5"][0]["train_flops"]
+    assert len(result["levels"]["dense"]) == len(result["levels"]["deep"]) == 1
+    assert (out / "sparsity.png").stat().st_size > 1000
