@@ -27,7 +27,7 @@ def test_quality_needs_two_seeds(capsys):
 
 def test_sparsity_sweep_tiny(tmp_path, monkeypatch, cli_env):
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "pf_epochs": 1, "model_kwargs": {"width": 16}, "batch_size": 64})
+                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
     out = tmp_path / "sp"
     assert _load("sparsity").main(["--quick", "--out", str(out), "--device", "cpu", "--sparsities", "0.5", "0.9"]) == 0
