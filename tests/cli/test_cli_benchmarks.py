@@ -41,3 +41,21 @@ def test_sparsity_sweep_tiny(tmp_path, monkeypatch, cli_env):
         assert result["sweep"][method]["0.9"][0]["train_flops"] < result["sweep"][method]["0.5"][0]["train_flops"]
     assert len(result["levels"]["dense"]) == len(result["levels"]["deep"]) == 1
     assert (out / "sparsity.png").stat().st_size > 1000
+
+
+def test_diversity_study_tiny(tmp_path, monkeypatch, cli_env):
+    """benchmarks/diversity.py at tiny settings: one row per candidate, validation-only measures, a plot."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 4, "explore_epochs": 1})
+    out = tmp_path / "div"
+    assert _load("diversity").main(["--quick", "--out", str(out), "--seeds", "1",
+                                    "--candidates", "preset", "jump-0.5"]) == 0
+    rows = json.loads((out / "diversity.json").read_text())
+    assert [r["candidate"] for r in rows] == ["preset", "jump-0.5"]
+    for r in rows:
+        assert 0.0 <= r["disagreement"] <= 1.0 and 0.0 < r["mask_hamming"] <= 1.0
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["nll"] > 0 and 0.0 <= r["ood_auroc"] <= 1.0
+    # equal training cost: the jump fraction does not change the FLOPs by more than the jump itself
+    assert abs(rows[1]["train_flops"] / rows[0]["train_flops"] - 1) < 0.05
+    assert (out / "diversity.png").is_file()
