@@ -21,11 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PlannedCost", "planned_cost"]
+# Classes and one sample's shape per data set (no data is loaded to plan): the model check's table.
+from freetickets.train.config import DATA_SHAPES
 
-#: One sample's shape and classes per data set (no data is loaded to plan).
-DATA_SHAPES = {"mnist1d": ((1, 40), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
-               "imagenet": ((3, 224, 224), 1000)}
+__all__ = ["PlannedCost", "planned_cost"]
 
 
 @dataclass
@@ -66,7 +65,7 @@ def planned_cost(cfg, train_size: int) -> PlannedCost:
     from freetickets.models import create_model
     from freetickets.sparse import layer_densities, sparsifiable_parameters
 
-    shape, classes = DATA_SHAPES[cfg.data]
+    classes, shape = DATA_SHAPES[cfg.data]
     kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "num_classes"}
     recipe = get_recipe(cfg.method)
     with torch.random.fork_rng(devices=[]):

@@ -18,8 +18,6 @@ import yaml
 from freetickets.errors import UserError
 from freetickets.names import METHODS
 
-SPARSE_METHODS = ("dst", "edst", "pf", "static")
-ENSEMBLE_METHODS = ("deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
 DISTRIBUTIONS = ("erk", "er", "uniform")
 PRUNE_RULES = ("magnitude", "set")
 GROW_RULES = ("gradient", "random", "momentum")
@@ -112,7 +110,9 @@ class TrainConfig:
 
     @property
     def is_sparse(self) -> bool:
-        return self.method in SPARSE_METHODS
+        from freetickets.methods import get_recipe  # here: the recipes import the schedules, which import this module
+
+        return self.method in METHODS and get_recipe(self.method).sparse
 
     @property
     def num_members(self) -> int:

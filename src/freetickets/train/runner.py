@@ -352,6 +352,7 @@ class Trainer:
         ticket_path = lambda spec: (run.parent(job.member) if job.kind == "parent" else run.ticket(ticket_index(spec)))
 
         trajectory = TrajectoryRecorder.for_job(ctx, job, job_index, autocast)  # probe probs per epoch
+        scores = lambda xb: recipe.validation_logits(model, xb)  # (B, C) ranking validation and probe rows
         pbar = None
         for spec in job.plan[start_epoch:]:
             t0 = time.time()
@@ -429,7 +430,7 @@ class Trainer:
             val_loss, val_acc = evaluate_sharded(model, data.val, cfg.eval_batch_size, data.normalize, ctx.device,
                                                  ctx.dist, autocast, cfg.num_workers,
                                                  cfg.channels_last and ctx.device.type == "cuda",
-                                                 forward=lambda xb: recipe.validation_logits(model, xb))
+                                                 forward=scores)
             if ctx.dist.enabled:
                 totals = all_reduce_sum(torch.tensor([sums["loss"], sums["correct"], sums["seen"]],
                                                      dtype=torch.float64, device=ctx.device), ctx.dist).tolist()
@@ -456,7 +457,7 @@ class Trainer:
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
             if ctx.dist.is_main:
                 run.log_metrics(row)
-                trajectory.record(model, spec)
+                trajectory.record(model, spec, scores)
             # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
             ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
             log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",

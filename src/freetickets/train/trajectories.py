@@ -91,37 +91,38 @@ class TrajectoryRecorder:
         return rec
 
     @torch.no_grad()
-    def probs(self, model: nn.Module) -> np.ndarray | None:
+    def probs(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+              ) -> np.ndarray | None:
         """``(P, C)`` float16 softmax probabilities of ``model`` on the probe, or None.
 
-        A network holding M members (MIMO, BatchEnsemble, MC dropout: it has ``member_logits``)
-        is recorded as the function it implements, the mean of its members' probabilities."""
+        ``forward(x) -> (B, C)`` scores (default ``model(x)``): the recipe's validation scores, so
+        a network holding M members (MIMO, ...) is recorded as the mean of its members'
+        probabilities (the softmax of its ensemble log-probabilities)."""
+        forward = model if forward is None else forward
         was_training = model.training
         model.eval()
-        form = callable(getattr(model, "member_logits", None))
         try:
             chunks = []
             for i in range(0, self.x.shape[0], 64):  # bounded memory for large inputs
                 with self.autocast() if self.autocast else contextlib.nullcontext():
-                    xb = self.x[i : i + 64]
-                    chunks.append(torch.softmax(model.member_logits(xb).float(), -1).mean(0) if form
-                                  else model(xb))
-            out = torch.cat(chunks) if all(isinstance(c, torch.Tensor) for c in chunks) else chunks[0]
+                    chunks.append(forward(self.x[i : i + 64]))
+            logits = torch.cat(chunks) if all(isinstance(c, torch.Tensor) for c in chunks) else chunks[0]
         finally:
             model.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != self.x.shape[0]:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != self.x.shape[0]:
             log.info("trajectories: model output of shape %s is not (probes, classes); not recorded",
-                     tuple(getattr(out, "shape", ())))
+                     tuple(getattr(logits, "shape", ())))
             self.enabled = False
             return None
-        probs = out.float() if form else torch.softmax(out.float(), dim=1)
-        return probs.cpu().numpy().astype(np.float16)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float16)
 
-    def record(self, model: nn.Module, spec: Any) -> None:
-        """Write the row of epoch ``spec.epoch``; rows of that epoch or later are replaced."""
+    def record(self, model: nn.Module, spec: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> None:
+        """Write the row of epoch ``spec.epoch``; rows of that epoch or later are replaced.
+        ``forward``: as for :meth:`probs`."""
         if not self.enabled:
             return
-        p = self.probs(model)
+        p = self.probs(model, forward)
         if p is None:
             return
         old = _read(self.path)
