@@ -6,8 +6,8 @@ jump fraction, the learning rate each refinement phase restarts at, the explorat
 prune fraction and update interval, the regrowth policy. For each candidate and seed it reports,
 on the validation split only: the tickets' mean pairwise prediction disagreement and mask
 Hamming distance, and the ensemble's accuracy, NLL and OoD AUROC (maximum softmax probability)
-against two OoD sets built from the *validation* inputs (each input's 40 positions permuted, and
-Gaussian noise of the same mean and spread), so no test data is touched. The plot puts one point
+against the package's three MNIST-1D OoD sets (shuffled, noise, class_mix) built from the
+*validation* inputs instead of the test set, so no test data is touched. The plot puts one point
 per candidate: disagreement against accuracy, NLL and OoD AUROC.
 
     python benchmarks/diversity.py --out diversity_out --seeds 3   [--quick: smoke settings]
@@ -45,12 +45,15 @@ CANDIDATES = {
 }
 
 
-def _ood_inputs(x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.argsort(torch.rand(x.shape[0], x.shape[-1], generator=gen), dim=1)
-    shuffled = torch.gather(x, -1, perm.view(x.shape[0], *([1] * (x.dim() - 2)), -1).expand_as(x))
-    noise = x.mean() + x.std() * torch.randn(x.shape, generator=gen)
-    return {"shuffled": shuffled, "noise": noise}
+def _ood_inputs(data) -> dict[str, torch.Tensor]:
+    """The package's MNIST-1D OoD sets (``freetickets.data.mnist1d_shift``), built from the
+    validation inputs instead of the test set."""
+    from freetickets.data.mnist1d_shift import MNIST1D_OOD, mnist1d_ood
+
+    shape = data.val.x.shape
+    flat = lambda t: t.reshape(t.shape[0], -1).numpy()
+    return {name: torch.from_numpy(mnist1d_ood(name, flat(data.train.x), flat(data.val.x), data.val.y.numpy(), 0))
+            .reshape(shape) for name in MNIST1D_OOD}
 
 
 def measure(run: Path, cfg) -> dict:
@@ -62,7 +65,7 @@ def measure(run: Path, cfg) -> dict:
         s = summarize(probs, data.val.y)
         id_msp = ood_scores(probs)["msp"]
         aurocs = [ood_metrics(id_msp, ood_scores(ens.member_probs(o))["msp"])["auroc"]
-                  for o in _ood_inputs(x).values()]
+                  for o in _ood_inputs(data).values()]
     return {"accuracy": s["ensemble"]["accuracy"], "nll": s["ensemble"]["nll"],
             "disagreement": s["diversity"]["disagreement"],
             "mask_hamming": offdiagonal_mean(mask_hamming_matrix(ens.masks)),
