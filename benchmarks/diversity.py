@@ -10,7 +10,13 @@ against the package's three MNIST-1D OoD sets (shuffled, noise, class_mix) built
 *validation* inputs instead of the test set, so no test data is touched. The plot puts one point
 per candidate: disagreement against accuracy, NLL and OoD AUROC.
 
+Each candidate is also compared with the preset seed by seed: the paired difference of every
+measure with its 95% Student-t interval (``freetickets.metrics.claims``), so a choice is adopted
+only where its interval excludes 0, not because a mean is larger.
+
     python benchmarks/diversity.py --out diversity_out --seeds 3   [--quick: smoke settings]
+    python benchmarks/diversity.py --seeds 5 --first-seed 3 --regime saturated \
+        --candidates preset restart-lr-x1     # confirm a choice on seeds not used to find it
 """
 from __future__ import annotations
 
@@ -23,9 +29,10 @@ from pathlib import Path
 import torch
 
 from freetickets.data import load_data
-from freetickets.demo import demo_config
+from freetickets.demo import DEFAULT_REGIME, REGIMES, demo_config
 from freetickets.ensembles.ensemble import Ensemble
 from freetickets.metrics import ood_metrics, ood_scores, summarize
+from freetickets.metrics.claims import paired_interval
 from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
 from freetickets.train import train
 from freetickets.train.config import merge, validate
@@ -37,6 +44,7 @@ CANDIDATES = {
     "jump-0.95": {"jump_fraction": 0.95},
     "restart-lr-x1": {"refine_lr_factors": [1.0, 0.1]},
     "restart-lr-x0.5": {"refine_lr_factors": [0.5, 0.05]},
+    "jump-0.95+restart-lr-x1": {"jump_fraction": 0.95, "refine_lr_factors": [1.0, 0.1]},
     "explore-10": {"explore_epochs": 10},
     "explore-40": {"explore_epochs": 40},
     "prune-0.3": {"prune_fraction": 0.3},
@@ -72,30 +80,54 @@ def measure(run: Path, cfg) -> dict:
             "ood_auroc": statistics.fmean(aurocs)}
 
 
+MEASURES = ("accuracy", "nll", "disagreement", "mask_hamming", "ood_auroc")
+
+
+def paired_vs(per_seed: list[dict], base: list[dict]) -> dict:
+    """Per measure: the mean of ``candidate - base`` over the shared seeds and its 95% interval."""
+    out = {}
+    for k in MEASURES:
+        mean, lo, hi = paired_interval([r[k] - b[k] for r, b in zip(per_seed, base)])
+        out[k] = {"difference": mean, "interval": [lo if abs(lo) != float("inf") else None,
+                                                   hi if abs(hi) != float("inf") else None]}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="diversity_out")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seed index to start at (seeds are 100 x index; default 0: seeds 0, 100, ...)")
+    p.add_argument("--regime", default=DEFAULT_REGIME, choices=list(REGIMES), help="the demo regime")
     p.add_argument("--quick", action="store_true", help="the demo's smoke settings (not meaningful numbers)")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0:
+        p.error("--seeds must be >= 1 and --first-seed >= 0")
     out = Path(args.out)
-    rows = []
+    seeds = [100 * i for i in range(args.first_seed, args.first_seed + args.seeds)]
+    rows, base = [], None
     for name in args.candidates:
         per_seed = []
-        for s in range(args.seeds):
-            cfg = validate(merge(demo_config("edst", 100 * s, quick=args.quick, device="cpu"), CANDIDATES[name],
-                                 source=name))
+        for s in seeds:
+            cfg = validate(merge(demo_config("edst", s, quick=args.quick, device="cpu", regime=args.regime),
+                                 CANDIDATES[name], source=name))
             t0 = time.time()
             manifest = train(cfg, out / name / f"seed{s}", overwrite=True)
             m = measure(out / name / f"seed{s}", cfg)
+            m["seed"] = s
             m["train_flops"] = manifest["flops"]["train_total"]
             m["seconds"] = round(time.time() - t0, 1)
             per_seed.append(m)
-        row = {"candidate": name, "overrides": CANDIDATES[name], "seeds": args.seeds,
-               **{k: statistics.fmean(r[k] for r in per_seed) for k in per_seed[0]}}
+        row = {"candidate": name, "overrides": CANDIDATES[name], "regime": args.regime, "seeds": seeds,
+               **{k: statistics.fmean(r[k] for r in per_seed) for k in per_seed[0] if k != "seed"}, "per_seed": per_seed}
+        if name == "preset":
+            base = per_seed
+        elif base is not None:
+            row["vs_preset"] = paired_vs(per_seed, base)
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)
     (out / "diversity.json").write_text(json.dumps(rows, indent=1))
     _plot(rows, out / "diversity.png")
     return 0
@@ -115,7 +147,8 @@ def _plot(rows, path: Path) -> None:
             ax.annotate(r["candidate"], (r["disagreement"], r[key]), fontsize=7)
         ax.set_xlabel("ticket disagreement (val)")
         ax.set_ylabel(label)
-    fig.suptitle("EDST at equal training cost: one point per setting (mean over seeds)")
+    fig.suptitle(f"EDST at equal training cost ({rows[0]['regime']} regime): one point per setting, "
+                 "mean over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
