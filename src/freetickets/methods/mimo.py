@@ -16,10 +16,9 @@ one forward of the widened network.
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
+from freetickets.data.base import derive_seed
 from freetickets.errors import UserError
 from freetickets.methods.base import Job
 from freetickets.methods.forms import FormRecipe
@@ -28,9 +27,8 @@ from freetickets.methods.forms import FormRecipe
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
     """The generator of step ``step``'s shuffles: a pure function of (seed, step), so a resumed
     run draws the same batches without checkpointing generator state."""
-    digest = hashlib.sha256(f"freetickets-mimo:{seed}:{step}".encode()).digest()
     gen = torch.Generator(device=device)
-    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    gen.manual_seed(derive_seed("mimo-step", seed, step))
     return gen
 
 

@@ -17,13 +17,13 @@ dropout is off (the usual deterministic network).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from freetickets.data.base import derive_seed
 from freetickets.errors import UserError
 from freetickets.models._efficient_common import check_members, set_submodule, weight_layers
 
@@ -33,11 +33,11 @@ __all__ = ["MCDropout", "MCDropoutInput", "mask_seed"]
 def mask_seed(seed: int, member: int, layer_index: int) -> int:
     """The 63-bit generator seed of member ``member``'s mask at layer ``layer_index``.
 
-    A hash (not e.g. ``seed + member``) so that neighbouring seeds, members and layers give
-    unrelated masks; stable across runs, machines and Python versions.
+    The package's seed hash (:func:`freetickets.data.base.derive_seed`, not e.g. ``seed + member``)
+    so that neighbouring seeds, members and layers give unrelated masks; stable across runs,
+    machines and Python versions.
     """
-    digest = hashlib.sha256(f"freetickets-mcdropout:{seed}:{member}:{layer_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return derive_seed("mcdropout-mask", seed, member, layer_index)
 
 
 class MCDropoutInput(nn.Module):
