@@ -16,7 +16,7 @@ from freetickets.ensembles.tickets import load_ticket, ticket_to_model
 from freetickets.models import create_model
 from freetickets.train import train
 from freetickets.train.config import TrainConfig, validate
-from freetickets.train.runner import evaluate_split
+from freetickets.train.loaders import evaluate_split
 
 SETTINGS = dict(model="cnn1d", model_kwargs={"width": 128}, num_samples=4000, batch_size=128, epochs=16,
                 lr=0.1, device="cpu", members=1, seed=0, update_interval=20)

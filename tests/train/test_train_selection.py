@@ -6,7 +6,7 @@ import torch
 
 from freetickets.ensembles.tickets import load_ticket, ticket_to_model
 from freetickets.models import create_model
-from freetickets.train.runner import evaluate_split
+from freetickets.train.loaders import evaluate_split
 
 from _train_helpers import TINY
 

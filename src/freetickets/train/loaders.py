@@ -125,3 +125,26 @@ def evaluate_sharded(model: nn.Module, split: Any, batch_size: int, normalize: C
     all_reduce_sum(totals, info)
     broadcast_(totals, info)
     return float(totals[0]) / max(n, 1), float(totals[1]) / max(n, 1)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                   normalize: Callable | None, device: torch.device, autocast=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on a tensor split."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = x.shape[0]
+    for i in range(0, n, batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        if normalize is not None:
+            xb = normalize(xb)
+        with autocast() if autocast else contextlib.nullcontext():
+            logits = model(xb)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)

@@ -21,25 +21,21 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from freetickets.errors import NonFiniteError, UserError
 from freetickets.methods import EngineSetup, Job, get_recipe
+from freetickets.train.checkpoint import load_checkpoint, save_checkpoint
 from freetickets.train.config import TrainConfig, check_model, to_yaml, validate
 from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed,
                                            convert_sync_batchnorm, init_distributed, loss_scale, run_on_main)
-from freetickets.train.distributed import gather_sums, own_sums  # every rank's running sums in step checkpoints
 from freetickets.train.preempt import RunGuard
+from freetickets.train.job_state import JobState, new_sums
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
 from freetickets.train.rundir import RunDir, new_manifest
 from freetickets.train.schedules import EpochSpec, warmup_factor
 from freetickets.train.trajectories import TrajectoryRecorder
-from freetickets.utils.io import atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "freetickets-checkpoint"
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -62,39 +58,6 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-
-
-@torch.no_grad()
-def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                   normalize: Callable | None, device: torch.device, autocast=None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on a tensor split."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    n = x.shape[0]
-    for i in range(0, n, batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True)
-        yb = y[i : i + batch_size].to(device, non_blocking=True)
-        if normalize is not None:
-            xb = normalize(xb)
-        with autocast() if autocast else contextlib.nullcontext():
-            logits = model(xb)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 @dataclass
@@ -179,7 +142,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         ckpt = None
         if self.resume:
-            ckpt = self._load_checkpoint(ctx)
+            ckpt = load_checkpoint(self.run, cfg)
         if ckpt is None:
             manifest = new_manifest(cfg.to_dict(), num_classes=ctx.data.num_classes,
                                     input_shape=tuple(ctx.data.input_shape),
@@ -245,28 +208,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint
     def _save_checkpoint(self, ctx: RunContext, job_state: dict | None) -> None:
-        if not ctx.dist.is_main:
-            return
-        state = {k: v for k, v in ctx.state.items() if k != "source_manifest"}
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": self.cfg.to_dict(),
-                           "run_state": state, "job_state": job_state}, self.run.checkpoint)
-
-    def _load_checkpoint(self, ctx: RunContext) -> dict | None:
-        if not self.run.checkpoint.is_file():
-            if self.run.manifest.is_file() and self.run.read_manifest().get("status") == "complete":
-                return {"run_state": {"job_index": 10**9, "tickets": [], "train_flops_total": 0.0}, "job_state": None}
-            return None
-        ckpt = safe_torch_load(self.run.checkpoint, map_location="cpu")
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{self.run.checkpoint}: not a freetickets checkpoint")
-        saved = ckpt.get("config", {})
-        for key, value in self.cfg.to_dict().items():
-            if key in ("device", "data_dir", "checkpoint_every_steps", "compile", "num_workers", "dist_backend",
-                       "check_consistency", "eval_batch_size"):
-                continue
-            if key in saved and saved[key] != value:
-                raise UserError(f"--resume: '{key}' differs from the saved run ({saved[key]!r} there, {value!r} now)")
-        return ckpt
+        if ctx.dist.is_main:
+            save_checkpoint(self.run, self.cfg, ctx.state, job_state)
 
     # ------------------------------------------------------------------ one job
     def _build(self, ctx: RunContext, job: Job):
@@ -310,186 +253,179 @@ class Trainer:
         return None
 
     def _run_job(self, ctx: RunContext, job: Job, job_index: int, job_ckpt: dict | None) -> None:
-        from freetickets.ensembles.tickets import save_ticket
+        """Train one job from its start, or from ``job_ckpt`` (a :meth:`JobState.snapshot`)."""
         from freetickets.flops import TrainFlopsMeter
 
-        cfg, data, run = self.cfg, ctx.data, self.run
-        recipe = get_recipe(cfg.method)
-        model, train_model, optimizer, engine = self._build(ctx, job)
-        flops = TrainFlopsMeter(ctx.train_layer_flops or ctx.layer_flops)
-        autocast = self._autocast(ctx)
-        steps_per_epoch = self._steps_per_epoch(ctx)
-        warmup_steps = cfg.warmup_epochs * steps_per_epoch if job.warmup else 0
-        start_epoch, start_batch, global_step = 0, 0, 0
-        best: dict | None = None  # {"val_accuracy", "epoch"} of the ticket file currently on disk
-        sums = {"loss": 0.0, "correct": 0, "seen": 0}
+        recipe = get_recipe(self.cfg.method)
+        st = JobState(*self._build(ctx, job), flops=TrainFlopsMeter(ctx.train_layer_flops or ctx.layer_flops))
         if job_ckpt is not None:
-            model.load_state_dict(job_ckpt["model"])
-            optimizer.load_state_dict(job_ckpt["optimizer"])
-            if engine is not None:
-                engine.load_state_dict(job_ckpt["engine"])
-            flops.load_state_dict(job_ckpt["flops"])
-            torch.set_rng_state(job_ckpt["torch_rng"])
-            if torch.cuda.is_available() and job_ckpt.get("cuda_rng") is not None and ctx.device.type == "cuda":
-                torch.cuda.set_rng_state_all(job_ckpt["cuda_rng"])
-            start_epoch, start_batch = job_ckpt["epoch"], job_ckpt["batch"]
-            global_step = job_ckpt["global_step"]
-            best = job_ckpt["best"]
-            sums = own_sums(job_ckpt["sums"], job_ckpt.get("rank_sums"), ctx.dist)
-        grad_growth = engine is not None and cfg.grow == "gradient"
-        densities = engine.densities() if engine is not None else {}
-        topo = engine.topology_version if engine is not None else 0
-
-        def job_state(epoch: int, batch: int) -> dict:
-            return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "engine": engine.state_dict() if engine is not None else None,
-                    "flops": flops.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else None,
-                    "epoch": epoch, "batch": batch, "global_step": global_step, "best": best, "sums": sums,
-                    "rank_sums": gather_sums(sums, ctx.dist)}
-
-        ticket_index = lambda spec: spec.phase_index if job.tickets == "phase" else job.member
-        ticket_path = lambda spec: (run.parent(job.member) if job.kind == "parent" else run.ticket(ticket_index(spec)))
-
+            st.restore(job_ckpt, ctx.dist, ctx.device)
+        st.read_densities()
+        autocast = self._autocast(ctx)
         trajectory = TrajectoryRecorder.for_job(ctx, job, job_index, autocast)  # probe probs per epoch
-        scores = lambda xb: recipe.validation_logits(model, xb)  # (B, C) ranking validation and probe rows
-        pbar = None
+        scores = lambda xb: recipe.validation_logits(st.model, xb)  # (B, C) ranking validation and probe rows
+        start_epoch = st.epoch
         for spec in job.plan[start_epoch:]:
             t0 = time.time()
-            model.train()
-            it = TrainBatches(data, cfg.batch_size, seed=job.seed, epoch=spec.epoch,
-                              start_batch=start_batch if spec.epoch == start_epoch else 0, info=ctx.dist,
-                              device=ctx.device, num_workers=cfg.num_workers)
-            if ctx.progress:
-                from tqdm import tqdm
+            self._train_epoch(ctx, job, st, spec, st.batch if spec.epoch == start_epoch else 0, autocast)
+            self._end_epoch(ctx, job, job_index, st, spec, autocast, scores, trajectory, t0)
+        self._finish_job(ctx, job, st)
 
-                pbar = tqdm(total=len(it), initial=start_batch if spec.epoch == start_epoch else 0, leave=False,
-                            desc=self._desc(job, spec), unit="batch", dynamic_ncols=True)
-            first_batch = start_batch if spec.epoch == start_epoch else 0
-            for b, (x, y, global_batch) in enumerate(it, start=first_batch):
-                if global_batch < ctx.dist.world_size:
-                    continue  # a final batch too small to give every rank a sample (all ranks skip it)
-                lr = spec.lr * warmup_factor(global_step, warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if cfg.channels_last and x.dim() == 4 and ctx.device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                batch_size = int(y.shape[0])  # samples of the data batch (DDP weights, FLOPs, sums)
-                inputs, targets = recipe.training_batch(cfg, x, y, job, global_step)
-                with autocast() if autocast else contextlib.nullcontext():
-                    logits, targets = recipe.training_logits(train_model(inputs), targets)
-                loss = recipe.training_loss(logits, targets, cfg)
-                loss_value = float(loss.detach())
-                if ctx.dist.enabled:  # DDP averages over ranks: weight slices by size (exact global mean)
-                    loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
-                if not math.isfinite(loss_value):
-                    raise NonFiniteError(
-                        f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {global_step}, member {job.member}"
-                        f" ({job.kind}); the last good checkpoint is kept in {run.checkpoint}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                dense_grad = False
-                if engine is not None:
-                    engine.step()
-                    dense_grad = grad_growth and engine.last_step_was_update
-                    if engine.topology_version != topo:
-                        densities, topo = engine.densities(), engine.topology_version
-                flops.step(global_batch, densities, dense_grad_step=dense_grad)
-                global_step += 1
-                sums["loss"] += loss_value * targets.shape[0]
-                sums["correct"] += int((logits.detach().argmax(1) == targets).sum())
-                sums["seen"] += int(targets.shape[0])
-                if pbar is not None:
-                    pbar.update(1)
-                    pbar.set_postfix(loss=f"{sums['loss'] / max(sums['seen'], 1):.3f}", lr=f"{lr:.3g}", refresh=False)
-                # (len(it) counts the batches left: b + 1 < first_batch + len(it) skips only the
-                # epoch's last batch, whose state the end-of-epoch checkpoint saves. This also keeps
-                # exact resume: the EDST jump after the epoch grows by the last batch's gradient,
-                # which is not checkpointed, so it must follow that batch in the same process.)
-                if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 \
-                        and b + 1 < first_batch + len(it):
-                    self._check_finite(model, job, spec, global_step, "before a checkpoint")
-                    self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
-                if self.guard.should_stop(ctx.dist, ctx.device) and b + 1 < first_batch + len(it):
-                    # (at the epoch's last batch the stop waits for the end-of-epoch checkpoint)
-                    self._check_finite(model, job, spec, global_step, "before a checkpoint")
-                    self._save_checkpoint(ctx, job_state(spec.epoch, b + 1))
-                    self.guard.stop(ctx.dist, f"after step {global_step} (epoch {spec.epoch}, batch {b + 1} of "
-                                    f"{first_batch + len(it)}, {self._desc(job, spec)})", run.checkpoint)
+    def _train_epoch(self, ctx: RunContext, job: Job, st: JobState, spec: EpochSpec, first_batch: int,
+                     autocast) -> None:
+        """The steps of epoch ``spec`` from batch ``first_batch`` on, with step checkpoints and stops."""
+        cfg, run = self.cfg, self.run
+        recipe = get_recipe(cfg.method)
+        warmup_steps = cfg.warmup_epochs * self._steps_per_epoch(ctx) if job.warmup else 0
+        grad_growth = st.engine is not None and cfg.grow == "gradient"
+        st.model.train()
+        it = TrainBatches(ctx.data, cfg.batch_size, seed=job.seed, epoch=spec.epoch, start_batch=first_batch,
+                          info=ctx.dist, device=ctx.device, num_workers=cfg.num_workers)
+        pbar = None
+        if ctx.progress:
+            from tqdm import tqdm
+
+            pbar = tqdm(total=len(it), initial=first_batch, leave=False, desc=self._desc(job, spec), unit="batch",
+                        dynamic_ncols=True)
+        last = first_batch + len(it)  # (len(it) counts the batches left)
+        for b, (x, y, global_batch) in enumerate(it, start=first_batch):
+            if global_batch < ctx.dist.world_size:
+                continue  # a final batch too small to give every rank a sample (all ranks skip it)
+            lr = spec.lr * warmup_factor(st.global_step, warmup_steps)
+            for group in st.optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.channels_last and x.dim() == 4 and ctx.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch_size = int(y.shape[0])  # samples of the data batch (DDP weights, FLOPs, sums)
+            inputs, targets = recipe.training_batch(cfg, x, y, job, st.global_step)
+            with autocast() if autocast else contextlib.nullcontext():
+                logits, targets = recipe.training_logits(st.train_model(inputs), targets)
+            loss = recipe.training_loss(logits, targets, cfg)
+            loss_value = float(loss.detach())
+            if ctx.dist.enabled:  # DDP averages over ranks: weight slices by size (exact global mean)
+                loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
+            if not math.isfinite(loss_value):
+                raise NonFiniteError(
+                    f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {st.global_step}, member "
+                    f"{job.member} ({job.kind}); the last good checkpoint is kept in {run.checkpoint}")
+            st.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+            st.optimizer.step()
+            dense_grad = False
+            if st.engine is not None:
+                st.engine.step()
+                dense_grad = grad_growth and st.engine.last_step_was_update
+                st.refresh_densities()
+            st.flops.step(global_batch, st.densities, dense_grad_step=dense_grad)
+            st.global_step += 1
+            st.sums["loss"] += loss_value * targets.shape[0]
+            st.sums["correct"] += int((logits.detach().argmax(1) == targets).sum())
+            st.sums["seen"] += int(targets.shape[0])
             if pbar is not None:
-                pbar.close()
-                pbar = None
-            # ---- end of epoch: validation, selection, tickets, EDST jumps
-            self._check_finite(model, job, spec, global_step, "at the end of the epoch")
-            # Every rank continues with (and rank 0 saves) rank 0's BatchNorm statistics; validation is
-            # sharded and all-reduced, so every rank takes the same selection/jump decisions.
-            broadcast_buffers(model, ctx.dist)
-            val_loss, val_acc = evaluate_sharded(model, data.val, cfg.eval_batch_size, data.normalize, ctx.device,
-                                                 ctx.dist, autocast, cfg.num_workers,
-                                                 cfg.channels_last and ctx.device.type == "cuda",
-                                                 forward=scores)
-            if ctx.dist.enabled:
-                totals = all_reduce_sum(torch.tensor([sums["loss"], sums["correct"], sums["seen"]],
-                                                     dtype=torch.float64, device=ctx.device), ctx.dist).tolist()
-                epoch_sums = {"loss": totals[0], "correct": totals[1], "seen": totals[2]}
-            else:
-                epoch_sums = sums
-            improved = False
-            if spec.takes_ticket and (best is None or job.select == "last" or val_acc > best["val_accuracy"]):
-                improved = True
-                best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
-                if ctx.dist.is_main:
-                    save_ticket(ticket_path(spec), model, engine.masks if engine is not None else {},
-                                {"member": ticket_index(spec), "seed": job.seed, "phase": spec.phase,
-                                 "phase_index": spec.phase_index, "epoch": spec.epoch, "val_accuracy": val_acc})
-            stats = engine.stats() if engine is not None else None
-            row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
-                   "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
-                   "train_loss": epoch_sums["loss"] / max(epoch_sums["seen"], 1),
-                   "train_accuracy": epoch_sums["correct"] / max(epoch_sums["seen"], 1),
-                   "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
-                   "sparsity": stats["sparsity"] if stats else 0.0,
-                   "explored_fraction": stats.get("explored_fraction") if stats else None,
-                   "train_flops": flops.total, "step": global_step, "time_s": round(time.time() - t0, 3)}
-            sums = {"loss": 0.0, "correct": 0, "seen": 0}
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{st.sums['loss'] / max(st.sums['seen'], 1):.3f}", lr=f"{lr:.3g}",
+                                 refresh=False)
+            # Mid-epoch checkpoints skip the epoch's last batch, whose state the end-of-epoch
+            # checkpoint saves. This also keeps exact resume: the EDST jump after the epoch grows
+            # by the last batch's gradient, which is not checkpointed, so it must follow that batch
+            # in the same process. (A stop asked for at the last batch waits for that checkpoint.)
+            if b + 1 < last:
+                stop = self.guard.should_stop(ctx.dist, ctx.device)  # a collective under DDP: once per step
+                if stop or (cfg.checkpoint_every_steps and st.global_step % cfg.checkpoint_every_steps == 0):
+                    self._checkpoint_job(ctx, job, st, spec, b + 1)
+                if stop:
+                    self.guard.stop(ctx.dist, f"after step {st.global_step} (epoch {spec.epoch}, batch {b + 1} of "
+                                    f"{last}, {self._desc(job, spec)})", run.checkpoint)
+        if pbar is not None:
+            pbar.close()
+
+    def _end_epoch(self, ctx: RunContext, job: Job, job_index: int, st: JobState, spec: EpochSpec, autocast,
+                   scores, trajectory: TrajectoryRecorder, t0: float) -> None:
+        """Validation, ticket selection, the metrics row, phase-end actions (EDST's jump), the
+        end-of-epoch checkpoint and a requested stop."""
+        from freetickets.ensembles.tickets import save_ticket
+
+        cfg, data, run = self.cfg, ctx.data, self.run
+        self._check_finite(st.model, job, spec, st.global_step, "at the end of the epoch")
+        # Every rank continues with (and rank 0 saves) rank 0's BatchNorm statistics; validation is
+        # sharded and all-reduced, so every rank takes the same selection/jump decisions.
+        broadcast_buffers(st.model, ctx.dist)
+        val_loss, val_acc = evaluate_sharded(st.model, data.val, cfg.eval_batch_size, data.normalize, ctx.device,
+                                             ctx.dist, autocast, cfg.num_workers,
+                                             cfg.channels_last and ctx.device.type == "cuda", forward=scores)
+        epoch_sums = st.sums
+        if ctx.dist.enabled:
+            totals = all_reduce_sum(torch.tensor([st.sums["loss"], st.sums["correct"], st.sums["seen"]],
+                                                 dtype=torch.float64, device=ctx.device), ctx.dist).tolist()
+            epoch_sums = {"loss": totals[0], "correct": totals[1], "seen": totals[2]}
+        improved = spec.takes_ticket and (st.best is None or job.select == "last"
+                                          or val_acc > st.best["val_accuracy"])
+        if improved:
+            st.best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
             if ctx.dist.is_main:
-                run.log_metrics(row)
-                trajectory.record(model, spec, scores)
-            # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
-            ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
-            log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
-                     self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
-                     row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
-            if ctx.callback is not None:
-                ctx.callback(row)
-            if spec.phase_end and job.tickets == "phase" and spec.takes_ticket:
-                self._record_ticket(ctx, job, spec.phase_index, best, flops.total, run.ticket(spec.phase_index),
-                                    spec.phase)
-                best = None
-                recipe.end_of_phase(cfg, job, spec, engine)
-                if engine is not None and engine.topology_version != topo:
-                    densities, topo = engine.densities(), engine.topology_version
-            start_batch = 0
-            if spec.epoch + 1 < len(job.plan):
-                self._check_finite(model, job, spec, global_step, "before a checkpoint")
-                self._save_checkpoint(ctx, job_state(spec.epoch + 1, 0))
-                if self.guard.should_stop(ctx.dist, ctx.device):
-                    self.guard.stop(ctx.dist, f"at the end of epoch {spec.epoch} (step {global_step}, "
-                                    f"{self._desc(job, spec)})", run.checkpoint)
-        # ---- end of job
+                save_ticket(self._ticket_path(job, spec), st.model, st.engine.masks if st.engine is not None else {},
+                            {"member": self._ticket_index(job, spec), "seed": job.seed, "phase": spec.phase,
+                             "phase_index": spec.phase_index, "epoch": spec.epoch, "val_accuracy": val_acc})
+        stats = st.engine.stats() if st.engine is not None else None
+        row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
+               "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
+               "train_loss": epoch_sums["loss"] / max(epoch_sums["seen"], 1),
+               "train_accuracy": epoch_sums["correct"] / max(epoch_sums["seen"], 1),
+               "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
+               "sparsity": stats["sparsity"] if stats else 0.0,
+               "explored_fraction": stats.get("explored_fraction") if stats else None,
+               "train_flops": st.flops.total, "step": st.global_step, "time_s": round(time.time() - t0, 3)}
+        st.sums = new_sums()
+        if ctx.dist.is_main:
+            run.log_metrics(row)
+            trajectory.record(st.model, spec, scores)
+        # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
+        ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
+        log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
+                 self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
+                 row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
+        if ctx.callback is not None:
+            ctx.callback(row)
+        if spec.phase_end and job.tickets == "phase" and spec.takes_ticket:
+            self._record_ticket(ctx, job, spec.phase_index, st.best, st.flops.total, run.ticket(spec.phase_index),
+                                spec.phase)
+            st.best = None
+            get_recipe(cfg.method).end_of_phase(cfg, job, spec, st.engine)
+            st.refresh_densities()
+        if spec.epoch + 1 < len(job.plan):
+            self._checkpoint_job(ctx, job, st, spec, 0, next_epoch=True)
+            if self.guard.should_stop(ctx.dist, ctx.device):
+                self.guard.stop(ctx.dist, f"at the end of epoch {spec.epoch} (step {st.global_step}, "
+                                f"{self._desc(job, spec)})", run.checkpoint)
+
+    def _checkpoint_job(self, ctx: RunContext, job: Job, st: JobState, spec: EpochSpec, batch: int,
+                        next_epoch: bool = False) -> None:
+        """Checkpoint the job to resume at ``batch`` of this epoch (or of the next one), after
+        checking that no weight diverged (a NaN model never overwrites the last good checkpoint)."""
+        self._check_finite(st.model, job, spec, st.global_step, "before a checkpoint")
+        job_state = st.snapshot(spec.epoch + 1 if next_epoch else spec.epoch, batch, ctx.dist, ctx.device)
+        if ctx.dist.is_main:
+            save_checkpoint(self.run, self.cfg, ctx.state, job_state)
+
+    def _finish_job(self, ctx: RunContext, job: Job, st: JobState) -> None:
+        """A best-of-job ticket's manifest entry (or a PF parent's record) and the run's FLOP total."""
         if job.tickets == "best":
-            path = ticket_path(job.plan[-1])
             if job.kind == "parent":
-                ctx.state["parents"][str(job.member)] = {"train_flops": flops.total, **(best or {})}
+                ctx.state["parents"][str(job.member)] = {"train_flops": st.flops.total, **(st.best or {})}
             else:
-                parent_flops = self._parent_flops(ctx, job)
-                self._record_ticket(ctx, job, job.member, best, flops.total + parent_flops, path, job.plan[0].phase)
-        ctx.state["train_flops_total"] += flops.total
+                self._record_ticket(ctx, job, job.member, st.best, st.flops.total + self._parent_flops(ctx, job),
+                                    self._ticket_path(job, job.plan[-1]), job.plan[0].phase)
+        ctx.state["train_flops_total"] += st.flops.total
         if job.kind == "finetune" and self.cfg.from_run is not None:
             ctx.state["train_flops_total"] += self._parent_flops(ctx, job)
+
+    def _ticket_index(self, job: Job, spec: EpochSpec) -> int:
+        return spec.phase_index if job.tickets == "phase" else job.member
+
+    def _ticket_path(self, job: Job, spec: EpochSpec) -> Path:
+        return self.run.parent(job.member) if job.kind == "parent" else self.run.ticket(self._ticket_index(job, spec))
 
     def _check_finite(self, model: nn.Module, job: Job, spec: EpochSpec, step: int, when: str) -> None:
         """Raise :class:`NonFiniteError` (naming epoch, step and member) if a parameter or buffer is
