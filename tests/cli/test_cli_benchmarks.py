@@ -67,3 +67,29 @@ def test_diversity_study_tiny(tmp_path, monkeypatch, cli_env):
     # equal training cost: the jump fraction does not change the FLOPs by more than the jump itself
     assert abs(rows[1]["train_flops"] / rows[0]["train_flops"] - 1) < 0.05
     assert (out / "diversity.png").is_file()
+
+
+def test_schedule_control_pairs_dense_runs_with_the_quality_runs_edst(tmp_path, monkeypatch, cli_env):
+    """benchmarks/schedule_control.py: dense at each --epochs, paired seed by seed with EDST's numbers."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 1, "members": 2,
+                                        "model_kwargs": {"hidden_sizes": [16]}, "batch_size": 64})
+    q = tmp_path / "q"
+    q.mkdir()
+    edst = [{"edst": {"ensemble": {"accuracy": a, "nll": n}, "cost": {"train_flops_vs_dense": 0.8}}}
+            for a, n in ((0.9, 0.3), (0.8, 0.5))]
+    (q / "results.json").write_text(json.dumps({"quick": True, "regime": "headroom", "seeds": edst}))
+    out = tmp_path / "s"
+    mod = _load("schedule_control")
+    assert mod.main(["--quick", "--quality", str(q), "--epochs", "1", "2", "--out", str(out)]) == 0
+    rows = json.loads((out / "schedule_control.json").read_text())
+    assert [r["dense_epochs"] for r in rows] == [1, 2]
+    for r in rows:
+        for i in range(2):  # one dense run per seed of the quality run, trained for the row's epochs
+            cfg = (out / f"dense_e{r['dense_epochs']}" / f"seed{i}" / "config.yaml").read_text()
+            assert f"epochs: {r['dense_epochs']}\n" in cfg and f"seed: {100 * i}\n" in cfg
+        mean, lo, hi = r["edst_minus_dense_accuracy"]
+        assert mean == pytest.approx((0.9 + 0.8) / 2 - r["dense_accuracy"])
+        assert lo <= mean <= hi
+        assert r["edst_minus_dense_nll"][0] == pytest.approx(0.4 - r["dense_nll"])
+    with pytest.raises(SystemExit):  # a full-settings control against a --quick quality run is refused
+        mod.main(["--quality", str(q), "--out", str(out)])
