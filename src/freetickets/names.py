@@ -7,3 +7,6 @@ METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "
 
 #: What ``freetickets demo`` trains, in this order (PF fine-tunes the deep ensemble's members).
 DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mimo", "batchensemble", "mcdropout")
+
+#: ``SparseEngine(sparse_init=...)``: leave surviving weights as drawn, or rescale them by 1/sqrt(density).
+SPARSE_INITS = ("none", "rescale")

@@ -63,11 +63,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from freetickets.sparse.distributions import DISTRIBUTIONS, layer_active_counts, validate_sparsity
+from freetickets.sparse.engine_args import check_arguments, initial_masks, validate_fraction
 from freetickets.sparse.layer_update import grow_score, layer_k, nonfinite_layers, update_layer
 from freetickets.sparse.layer_update import pack_bits_fast as _pack_bits_fast  # noqa: F401 (old name)
 from freetickets.sparse.layer_update import zero_at as _zero_at  # noqa: F401 (old name)
-from freetickets.sparse.masks import count_bits, pack_bits, random_mask, unpack_bits
+from freetickets.sparse.masks import count_bits, pack_bits, unpack_bits
 from freetickets.sparse.params import normalise_patterns, sparsifiable_parameters, unwrap_model
 from freetickets.sparse.rules import GrowContext, GrowRule, PruneRule, get_grow_rule, get_prune_rule
 from freetickets.sparse.schedules import get_schedule
@@ -78,35 +78,6 @@ logger = logging.getLogger(__name__)
 
 _STATE_FORMAT = "freetickets-sparse-engine"
 _STATE_VERSION = 2
-SPARSE_INITS = ("none", "rescale")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _validate_fraction(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= out <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return out
-
-
-def _has_momentum_state(optimizer: torch.optim.Optimizer | None) -> bool:
-    if optimizer is None:
-        return False
-    for group in optimizer.param_groups:
-        momentum = group.get("momentum")
-        betas = group.get("betas")
-        if isinstance(momentum, (int, float)) and momentum > 0:
-            continue
-        if isinstance(betas, (tuple, list)) and len(betas) > 0 and float(betas[0]) > 0:
-            continue
-        return False
-    return True
 
 
 class SparseEngine:
@@ -182,31 +153,14 @@ class SparseEngine:
         regrow_pruned: bool = True,
     ) -> None:
         # ---- validate arguments (ValueError naming the argument and the allowed values)
-        if masks is None or sparsity is not None:
-            sparsity = validate_sparsity(sparsity)
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
+        sparsity = check_arguments(sparsity=sparsity, masks=masks, distribution=distribution,
+                                   update_interval=update_interval, end_step=end_step, prune_schedule=prune_schedule,
+                                   sparse_init=sparse_init, grow=grow, optimizer=optimizer, seed=seed,
+                                   regrow_pruned=regrow_pruned)
         self._prune_rule: PruneRule = prune if callable(prune) else get_prune_rule(prune)
         self._grow_rule: GrowRule = grow if callable(grow) else get_grow_rule(grow)
-        self.prune_fraction = _validate_fraction(prune_fraction, "prune_fraction")
+        self.prune_fraction = validate_fraction(prune_fraction, "prune_fraction")
         self._schedule = get_schedule(prune_schedule)
-        if update_interval is not None and (not _is_int(update_interval) or update_interval <= 0):
-            raise ValueError(f"update_interval must be a positive integer or None (static masks), got {update_interval!r}")
-        if end_step is not None and (not _is_int(end_step) or end_step < 0):
-            raise ValueError(f"end_step must be a non-negative integer or None (never stop), got {end_step!r}")
-        if prune_schedule == "cosine" and end_step is None:
-            raise ValueError("end_step must be given (a positive integer) when prune_schedule='cosine'")
-        if sparse_init not in SPARSE_INITS:
-            raise ValueError(f"sparse_init must be one of {', '.join(SPARSE_INITS)}; got {sparse_init!r}")
-        if grow == "momentum" and not _has_momentum_state(optimizer):
-            raise ValueError(
-                "grow='momentum' needs an optimizer with momentum state (SGD with momentum > 0, "
-                "Adam, AdamW); use grow='gradient' or 'random' otherwise"
-            )
-        if not _is_int(seed):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        if not isinstance(regrow_pruned, bool):
-            raise ValueError(f"regrow_pruned must be True or False, got {regrow_pruned!r}")
 
         self.model = unwrap_model(model)
         self.optimizer = optimizer
@@ -232,26 +186,7 @@ class SparseEngine:
         self._generator.manual_seed(seed)
 
         # ---- initial masks
-        self.masks: dict[str, torch.Tensor] = {}
-        if masks is None:
-            counts = layer_active_counts({n: tuple(p.shape) for n, p in named}, sparsity, distribution)
-            for name, p in named:
-                self.masks[name] = random_mask(p.shape, counts[name], self._generator, device=p.device)
-        else:
-            unknown = sorted(set(masks) - set(self._names))
-            if unknown:
-                raise ValueError(
-                    f"masks: names {unknown[:5]} are not sparsifiable parameters of the model; "
-                    f"allowed: {self._names[:5]}{' ...' if len(self._names) > 5 else ''}"
-                )
-            for name, p in named:
-                given = masks.get(name)
-                if given is None:
-                    self.masks[name] = torch.ones(p.shape, dtype=torch.bool, device=p.device)
-                    continue
-                if tuple(given.shape) != tuple(p.shape):
-                    raise ValueError(f"masks[{name!r}]: shape {tuple(given.shape)} != parameter shape {tuple(p.shape)}")
-                self.masks[name] = given.detach().to(device=p.device, dtype=torch.bool).clone()
+        self.masks: dict[str, torch.Tensor] = initial_masks(named, masks, sparsity, distribution, self._generator)
         self._refresh_layer_state()
         self._ever_active: list[torch.Tensor] = [pack_bits(self.masks[n]) for n in self._names]
         self.sparsity_target = sparsity if sparsity is not None else self.sparsity()
@@ -358,7 +293,7 @@ class SparseEngine:
         With ``grow='gradient'`` call it while ``param.grad`` holds a gradient (after
         ``backward()``); without gradients it grows at random (and logs a warning).
         """
-        fraction = _validate_fraction(fraction, "fraction")
+        fraction = validate_fraction(fraction, "fraction")
         self.apply_masks()
         self._update(fraction)
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from freetickets.errors import UserError
-from freetickets.names import METHODS
+from freetickets.names import METHODS, SPARSE_INITS
 
 DISTRIBUTIONS = ("erk", "er", "uniform")
 PRUNE_RULES = ("magnitude", "set")
@@ -25,7 +25,6 @@ PRUNE_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-SPARSE_INITS = ("none", "rescale")
 PRECISIONS = ("fp32", "bf16")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
 
