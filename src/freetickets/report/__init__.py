@@ -2,8 +2,10 @@
 
 Inputs are the evaluation objects of design §2.4, one ``{method: eval_obj}`` mapping per seed.
 
-* :mod:`~freetickets.report.tables`: ``aggregate_seeds``, ``comparison_table``, ``ood_table``,
-  ``corruption_table``, ``member_table`` (Markdown or aligned text).
+* :mod:`~freetickets.report.seeds`: ``flatten_metrics`` (flat metric keys), ``aggregate_seeds``
+  (mean ± std over seeds), the canonical method order.
+* :mod:`~freetickets.report.tables`: ``comparison_table``, ``ood_table``, ``corruption_table``,
+  ``member_table`` (Markdown or aligned text).
 * :mod:`~freetickets.report.plots`: PNG plots (matplotlib, Agg canvas, no pyplot state).
 * :mod:`~freetickets.report.claims`: ``compute_claims`` (the ``claims`` block: paired
   differences over seeds, 95% Student-t interval, verdict) and ``claims_table``.

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from freetickets.report.plots import _color, _figure, _metric_label, _save
-from freetickets.report.tables import _seed_list, method_label, order_methods
+from freetickets.report.seeds import method_label, order_methods, seed_list
 
 __all__ = ["ensemble_size_curves", "plot_ensemble_size", "tsne_embedding", "plot_tsne_trajectories"]
 
@@ -27,7 +27,7 @@ def ensemble_size_curves(per_seed_results: Any) -> dict[str, dict[str, np.ndarra
     evaluation object's ``"ensemble_size"`` entry; methods without it (old results) are left
     out; seeds whose M differs from the first seed's are ignored for that method.
     """
-    seeds = _seed_list(per_seed_results)
+    seeds = seed_list(per_seed_results)
     out: dict[str, dict[str, np.ndarray]] = {}
     for method in order_methods(m for s in seeds for m in s):
         curves = [s[method].get("ensemble_size") for s in seeds if method in s]

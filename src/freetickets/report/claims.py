@@ -32,7 +32,8 @@ from typing import Any, Mapping, Sequence
 
 from freetickets.metrics.claims import claim as _claim
 from freetickets.metrics.claims import verdict as _verdict
-from freetickets.report.tables import _render, _seed_list, flatten_metrics
+from freetickets.report.seeds import flatten_metrics, seed_list
+from freetickets.report.tables import _render
 
 __all__ = ["CLAIMS", "ClaimSpec", "compute_claims", "claims_table", "NOT_RESOLVABLE", "SKIPPED"]
 
@@ -119,7 +120,7 @@ def _pairs(spec: ClaimSpec, seeds: Sequence[Mapping[str, Any]]) -> tuple[list[fl
 def compute_claims(per_seed: Sequence[Mapping[str, Mapping[str, Any]]],
                    specs: Sequence[ClaimSpec] = CLAIMS, confidence: float = 0.95) -> list[dict[str, Any]]:
     """The ``claims`` block (module docstring) from ``per_seed[k] = {method: eval_obj}``."""
-    seeds = _seed_list(per_seed)
+    seeds = seed_list(per_seed)
     out = []
     for spec in specs:
         entry = _entry(spec)

@@ -19,16 +19,8 @@ import numpy as np
 
 from freetickets.report import analysis_plots, plots
 from freetickets.report.claims import claims_table, compute_claims
-from freetickets.report.tables import (
-    _seed_list,
-    aggregate_seeds,
-    comparison_table,
-    corruption_table,
-    member_table,
-    method_label,
-    ood_table,
-    order_methods,
-)
+from freetickets.report.seeds import aggregate_seeds, method_label, order_methods, seed_list
+from freetickets.report.tables import comparison_table, corruption_table, member_table, ood_table
 from freetickets.utils.io import atomic_write_text
 
 __all__ = ["CONVENTIONS", "write_report", "write_results_json"]
@@ -151,7 +143,7 @@ def write_report(
     free-form lines added near the end. Every file is written atomically; plots lacking their
     inputs are skipped (logged at INFO).
     """
-    seeds = _seed_list(per_seed_results)
+    seeds = seed_list(per_seed_results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate_seeds(seeds)
@@ -287,7 +279,7 @@ def write_results_json(
     "nll", "ece"}} (first-k curves, mean over seeds), "num_seeds": N}`` plus the keys of
     ``extra`` (which may not replace the keys above).
     """
-    seeds = _seed_list(per_seed_results)
+    seeds = seed_list(per_seed_results)
     agg = aggregate_seeds(seeds)
     ordered = [{m: seed[m] for m in order_methods(seed)} for seed in seeds]
     obj: dict[str, Any] = {

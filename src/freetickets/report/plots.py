@@ -24,13 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from freetickets.report.tables import (
-    METHOD_ORDER,
-    _seed_list,
-    aggregate_seeds,
-    method_label,
-    order_methods,
-)
+from freetickets.report.seeds import METHOD_ORDER, aggregate_seeds, method_label, order_methods, seed_list
 from freetickets.utils.io import atomic_write_bytes
 
 __all__ = [
@@ -209,7 +203,7 @@ def plot_metric_vs_flops(per_seed_results: Any, metric: str | Sequence[str], pat
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not metrics:
         raise ValueError("metric: expected at least one metric key")
-    seeds = _seed_list(per_seed_results)
+    seeds = seed_list(per_seed_results)
     agg = aggregate_seeds(seeds)
     several = len(seeds) > 1
     points: dict[str, list[tuple[str, float, float, float, float]]] = {m: [] for m in metrics}
@@ -248,7 +242,7 @@ def plot_metric_vs_flops(per_seed_results: Any, metric: str | Sequence[str], pat
 
 
 def _first_seed(results: Any) -> Mapping[str, Any]:
-    return _seed_list(results)[0]
+    return seed_list(results)[0]
 
 
 def _square_matrix(value: Any) -> np.ndarray | None:
@@ -352,7 +346,7 @@ def plot_corruption_severity(results: Any, path: str | os.PathLike) -> Path:
     ``results`` is ``{method: eval_obj}`` or a list of per-seed mappings (mean ± std error bars
     over seeds). Methods without ``corrupted.by_severity`` are skipped.
     """
-    seeds = _seed_list(results)
+    seeds = seed_list(results)
     agg = aggregate_seeds(seeds)
     several = len(seeds) > 1
     fig, axes = _figure(1, panel_size=(6.0, 4.0))

@@ -5,24 +5,17 @@ mapping ``{method: eval_obj}`` per seed; ``per_seed`` is the list of those mappi
 function tolerates missing optional parts (no ``"ood"``, no ``"corrupted"``, a single member
 without diversity): the affected cells show an em dash (``—``) instead of failing, because a
 report with a hole is more useful than no report.
-
-Flattened metric keys (the keys of :func:`flatten_metrics` and :func:`aggregate_seeds`):
-
-* ensemble scalars without a prefix: ``accuracy``, ``nll``, ``ece``, ``brier`` (and any other
-  scalar the evaluator adds to ``"ensemble"``);
-* ``ood.<name>.<metric>`` per OoD set and ``ood_mean.<metric>`` (mean over the OoD sets);
-* ``corrupted.<metric>`` and ``corrupted.severity_<s>.<metric>`` (from ``by_severity``);
-* ``members.<i>.<metric>`` (``i`` 0-based), ``members_mean.<metric>`` and ``members.count``;
-* ``diversity.<metric>`` (scalars only; the matrices are left out);
-* ``cost.<key>`` and the derived ``cost.nonzero_params_vs_dense`` (nonzero_params / dense_params).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from freetickets.report.seeds import (METHOD_LABELS, METHOD_ORDER, Stats, aggregate_seeds, flatten_metrics,
+                                     method_label, order_methods, seed_list)
 
 __all__ = [
     "METHOD_ORDER",
@@ -38,168 +31,10 @@ __all__ = [
     "member_table",
 ]
 
-#: Canonical order of the paper's methods in every table and plot.
-METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
-                                 "mcdropout", "snapshot")
-
-#: Human-readable method names.
-METHOD_LABELS: dict[str, str] = {
-    "dense": "Dense (single)",
-    "deep": "Deep ensemble",
-    "dst": "DST ensemble",
-    "edst": "EDST ensemble",
-    "pf": "PF ensemble",
-    "static": "Static sparse ensemble",
-    "mimo": "MIMO",
-    "batchensemble": "BatchEnsemble",
-    "mcdropout": "MC dropout",
-    "snapshot": "Snapshot ensemble",
-}
-
 #: Cell shown where a value is missing or meaningless (e.g. disagreement of a single model).
 MISSING = "—"
 
 _FORMATS = ("markdown", "text")
-
-Stats = dict[str, tuple[float, float]]
-
-
-def method_label(method: str) -> str:
-    """The human label of ``method``; unknown names are shown as they are."""
-    return METHOD_LABELS.get(method, method)
-
-
-def order_methods(names: Iterable[str]) -> list[str]:
-    """Known methods in :data:`METHOD_ORDER`, then unknown names in first-seen order (no repeats)."""
-    seen: list[str] = []
-    for n in names:
-        if n not in seen:
-            seen.append(n)
-    known = [m for m in METHOD_ORDER if m in seen]
-    return known + [m for m in seen if m not in METHOD_ORDER]
-
-
-def _as_float(value: Any) -> float | None:
-    """``value`` as a float if it is a real scalar (Python, NumPy or 0-d tensor); else ``None``."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # 0-d np array / tensor
-        try:
-            item = value.item()
-        except Exception:  # pragma: no cover - exotic objects
-            return None
-        return _as_float(item)
-    return None
-
-
-def _flatten_dict(obj: Mapping[str, Any], prefix: str, out: dict[str, float]) -> None:
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            _flatten_dict(value, name + ".", out)
-            continue
-        v = _as_float(value)
-        if v is not None:
-            out[name] = v
-        # lists (matrices, by_severity, members) are handled by the caller
-
-
-def flatten_metrics(eval_obj: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten one §2.4 evaluation object into ``{key: float}`` (keys in the module docstring).
-
-    Only scalars are kept; matrices and lists are summarised by the derived keys so that seeds
-    can be averaged key by key.
-    """
-    out: dict[str, float] = {}
-    ensemble = eval_obj.get("ensemble") or {}
-    _flatten_dict(ensemble, "", out)
-
-    ood = ensemble.get("ood") or {}
-    per_metric: dict[str, list[float]] = {}
-    for scores in ood.values():
-        if isinstance(scores, Mapping):
-            for mk, mv in scores.items():
-                v = _as_float(mv)
-                if v is not None:
-                    per_metric.setdefault(mk, []).append(v)
-    for mk, values in per_metric.items():
-        out[f"ood_mean.{mk}"] = float(np.mean(values))
-
-    corrupted = ensemble.get("corrupted") or {}
-    for entry in corrupted.get("by_severity") or []:
-        if not isinstance(entry, Mapping) or _as_float(entry.get("severity")) is None:
-            continue
-        sev = int(_as_float(entry["severity"]))  # type: ignore[arg-type]
-        for mk, mv in entry.items():
-            v = _as_float(mv)
-            if mk != "severity" and v is not None:
-                out[f"corrupted.severity_{sev}.{mk}"] = v
-
-    members = eval_obj.get("members") or []
-    member_metric: dict[str, list[float]] = {}
-    for i, member in enumerate(members):
-        if not isinstance(member, Mapping):
-            continue
-        for mk, mv in member.items():
-            v = _as_float(mv)
-            if v is not None:
-                out[f"members.{i}.{mk}"] = v
-                member_metric.setdefault(mk, []).append(v)
-    if members:
-        out["members.count"] = float(len(members))
-    for mk, values in member_metric.items():
-        out[f"members_mean.{mk}"] = float(np.mean(values))
-
-    _flatten_dict(eval_obj.get("diversity") or {}, "diversity.", out)
-
-    cost = eval_obj.get("cost") or {}
-    _flatten_dict(cost, "cost.", out)
-    nonzero, dense = _as_float(cost.get("nonzero_params")), _as_float(cost.get("dense_params"))
-    if nonzero is not None and dense:
-        out["cost.nonzero_params_vs_dense"] = nonzero / dense
-    return out
-
-
-def _seed_list(per_seed: Any) -> list[Mapping[str, Any]]:
-    """Accept one ``{method: eval}`` mapping or a list of them; always return a non-empty list."""
-    if isinstance(per_seed, Mapping):
-        per_seed = [per_seed]
-    per_seed = list(per_seed)
-    if not per_seed:
-        raise ValueError("per_seed: expected at least one {method: evaluation} mapping, got none")
-    for i, seed in enumerate(per_seed):
-        if not isinstance(seed, Mapping):
-            raise ValueError(f"per_seed[{i}]: expected a mapping method -> evaluation object")
-    return per_seed
-
-
-def aggregate_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Stats]:
-    """Mean and standard deviation over seeds of every scalar metric of every method.
-
-    ``per_seed[k][method]`` is the §2.4 evaluation object of ``method`` for seed ``k``. Returns
-    ``{method: {key: (mean, std)}}`` with the flattened keys of :func:`flatten_metrics`, methods
-    in canonical order. The std is the sample standard deviation (ddof=1, the usual "mean ± std
-    over runs"); it is 0.0 when only one seed carries the key. A key missing from some seeds is
-    averaged over the seeds that have it.
-    """
-    seeds = _seed_list(per_seed)
-    methods = order_methods(m for seed in seeds for m in seed)
-    result: dict[str, Stats] = {}
-    for method in methods:
-        values: dict[str, list[float]] = {}
-        for seed in seeds:
-            if method in seed:
-                for key, v in flatten_metrics(seed[method]).items():
-                    values.setdefault(key, []).append(v)
-        stats: Stats = {}
-        for key, vs in values.items():
-            arr = np.asarray(vs, dtype=np.float64)
-            std = float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
-            stats[key] = (float(np.mean(arr)), std)
-        result[method] = stats
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +192,7 @@ def comparison_table(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], fmt: s
     Disagreement is shown as ``—`` for single models.
     """
     _check_fmt(fmt)
-    seeds = _seed_list(per_seed)
+    seeds = seed_list(per_seed)
     agg = aggregate_seeds(seeds)
     methods = list(agg)
     return _table_from_columns(
@@ -391,7 +226,7 @@ def ood_table(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], fmt: str = "m
     empty string when no method has OoD results.
     """
     _check_fmt(fmt)
-    seeds = _seed_list(per_seed)
+    seeds = seed_list(per_seed)
     agg = aggregate_seeds(seeds)
     names = _ood_names(seeds)
     if not names:
@@ -430,7 +265,7 @@ def corruption_table(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], fmt: s
     corruption results.
     """
     _check_fmt(fmt)
-    seeds = _seed_list(per_seed)
+    seeds = seed_list(per_seed)
     agg = aggregate_seeds(seeds)
     methods = [m for m in agg if any(k.startswith("corrupted.") for k in agg[m])]
     if not methods:
@@ -455,7 +290,7 @@ def member_table(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], fmt: str =
     members of different methods are not competitors column by column.
     """
     _check_fmt(fmt)
-    seeds = _seed_list(per_seed)
+    seeds = seed_list(per_seed)
     agg = aggregate_seeds(seeds)
     methods = list(agg)
     n_members = 0
