@@ -1,4 +1,4 @@
-"""Choose the demo's MNIST-1D regime (sample count, model width) on the *validation* split.
+"""Choose the demo's MNIST-1D regime (sample count, model width, epochs) on the *validation* split.
 
 The demo should have *headroom*: a dense deep ensemble must beat one dense model clearly on
 accuracy and NLL, or no ensemble method can show anything. For each candidate regime this
@@ -37,6 +37,10 @@ REGIMES = {
     "n4000-w8": {"num_samples": 4000, "model_kwargs": {"width": 8}},
     "n10000-mlp": {"model": "mlp", "model_kwargs": {}},  # MLP 40-256-256-10 with BatchNorm
     "n4000-mlp": {"num_samples": 4000, "model": "mlp", "model_kwargs": {}},
+    # the MLP with longer dense schedules (lr milestones are fractions of the epochs): is the
+    # headroom still there when one dense model is trained longer?
+    "n10000-mlp-e40": {"model": "mlp", "model_kwargs": {}, "epochs": 40},
+    "n10000-mlp-e80": {"model": "mlp", "model_kwargs": {}, "epochs": 80},
 }
 
 
