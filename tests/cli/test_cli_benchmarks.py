@@ -50,17 +50,17 @@ def test_diversity_study_tiny(tmp_path, monkeypatch, cli_env):
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 4, "explore_epochs": 1})
     out = tmp_path / "div"
     assert _load("diversity").main(["--quick", "--out", str(out), "--seeds", "2", "--first-seed", "1",
-                                    "--candidates", "preset", "jump-0.5"]) == 0
+                                    "--candidates", "baseline", "jump-0.5"]) == 0
     rows = json.loads((out / "diversity.json").read_text())
-    assert [r["candidate"] for r in rows] == ["preset", "jump-0.5"]
+    assert [r["candidate"] for r in rows] == ["baseline", "jump-0.5"]
     assert rows[0]["seeds"] == [100, 200] and [r["seed"] for r in rows[1]["per_seed"]] == [100, 200]
-    # the paired comparison with the preset: the mean of the per-seed differences, inside its interval
-    for k, cmp in rows[1]["vs_preset"].items():
+    # the paired comparison with the baseline: the mean of the per-seed differences, inside its interval
+    for k, cmp in rows[1]["vs_baseline"].items():
         diffs = [c[k] - b[k] for c, b in zip(rows[1]["per_seed"], rows[0]["per_seed"])]
         assert cmp["difference"] == pytest.approx(sum(diffs) / 2)
         lo, hi = cmp["interval"]
         assert lo <= cmp["difference"] <= hi
-    assert "vs_preset" not in rows[0]
+    assert "vs_baseline" not in rows[0]
     for r in rows:
         assert 0.0 <= r["disagreement"] <= 1.0 and 0.0 < r["mask_hamming"] <= 1.0
         assert 0.0 <= r["accuracy"] <= 1.0 and r["nll"] > 0 and 0.0 <= r["ood_auroc"] <= 1.0
