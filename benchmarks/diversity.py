@@ -35,7 +35,7 @@ from freetickets.data import load_data
 from freetickets.demo import DEFAULT_REGIME, REGIMES, demo_config
 from freetickets.ensembles.ensemble import Ensemble
 from freetickets.metrics import ood_metrics, ood_scores, summarize
-from freetickets.metrics.claims import paired_interval
+from freetickets.metrics.claims import claim
 from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
 from freetickets.train import train
 from freetickets.train.config import merge, validate
@@ -90,12 +90,12 @@ MEASURES = ("accuracy", "nll", "disagreement", "mask_hamming", "ood_auroc")
 
 
 def paired_vs(per_seed: list[dict], base: list[dict]) -> dict:
-    """Per measure: the mean of ``candidate - baseline`` over the shared seeds and its 95% interval."""
+    """Per measure: the mean of ``candidate - baseline`` over the shared seeds and its 95% interval
+    (an unbounded end, one seed, is ``None``)."""
     out = {}
     for k in MEASURES:
-        mean, lo, hi = paired_interval([r[k] - b[k] for r, b in zip(per_seed, base)])
-        out[k] = {"difference": mean, "interval": [lo if abs(lo) != float("inf") else None,
-                                                   hi if abs(hi) != float("inf") else None]}
+        c = claim(k, [r[k] for r in per_seed], [b[k] for b in base])
+        out[k] = {"difference": c["difference"], "interval": c["interval"]}
     return out
 
 

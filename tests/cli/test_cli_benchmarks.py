@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", _ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up while the file executes)
     spec.loader.exec_module(module)
     return module
 
@@ -87,9 +89,21 @@ def test_schedule_control_pairs_dense_runs_with_the_quality_runs_edst(tmp_path, 
         for i in range(2):  # one dense run per seed of the quality run, trained for the row's epochs
             cfg = (out / f"dense_e{r['dense_epochs']}" / f"seed{i}" / "config.yaml").read_text()
             assert f"epochs: {r['dense_epochs']}\n" in cfg and f"seed: {100 * i}\n" in cfg
-        mean, lo, hi = r["edst_minus_dense_accuracy"]
+        mean, (lo, hi) = r["edst_minus_dense_accuracy"]["difference"], r["edst_minus_dense_accuracy"]["interval"]
         assert mean == pytest.approx((0.9 + 0.8) / 2 - r["dense_accuracy"])
         assert lo <= mean <= hi
-        assert r["edst_minus_dense_nll"][0] == pytest.approx(0.4 - r["dense_nll"])
+        assert r["edst_minus_dense_nll"]["difference"] == pytest.approx(0.4 - r["dense_nll"])
+        # the dense run's measured cost against the demo's dense run (QUICK: 1 epoch)
+        assert r["train_flops_vs_demo_dense"] == pytest.approx(r["dense_epochs"] / 1)
     with pytest.raises(SystemExit):  # a full-settings control against a --quick quality run is refused
         mod.main(["--quality", str(q), "--out", str(out)])
+
+
+def test_every_mutation_target_is_in_the_code_exactly_once():
+    """benchmarks/mutations.py plants its bugs by exact text: a refactor that moves or rewrites a
+    target line must update the list in the same change, not when someone next runs the benchmark."""
+    mod = _load("mutations")
+    for m in mod.MUTATIONS:
+        source = (mod.PACKAGE / m.file).read_text()
+        assert source.count(m.old) == 1, f"{m.name}: {m.old!r} occurs {source.count(m.old)} times in {m.file}"
+        assert m.new != m.old and all((_ROOT / t).is_file() for t in m.tests), m.name
