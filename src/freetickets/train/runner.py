@@ -405,9 +405,8 @@ class Trainer:
         """Checkpoint the job to resume at ``batch`` of this epoch (or of the next one), after
         checking that no weight diverged (a NaN model never overwrites the last good checkpoint)."""
         self._check_finite(st.model, job, spec, st.global_step, "before a checkpoint")
-        job_state = st.snapshot(spec.epoch + 1 if next_epoch else spec.epoch, batch, ctx.dist, ctx.device)
-        if ctx.dist.is_main:
-            save_checkpoint(self.run, self.cfg, ctx.state, job_state)
+        self._save_checkpoint(ctx, st.snapshot(spec.epoch + 1 if next_epoch else spec.epoch, batch, ctx.dist,
+                                               ctx.device))
 
     def _finish_job(self, ctx: RunContext, job: Job, st: JobState) -> None:
         """A best-of-job ticket's manifest entry (or a PF parent's record) and the run's FLOP total."""
