@@ -46,6 +46,7 @@ CANDIDATES = {
     "packed-a2-g1": ("mnist1d_packed", {"packed_alpha": 2.0, "packed_gamma": 1}),
     "packed-a3-g1": ("mnist1d_packed", {"packed_alpha": 3.0, "packed_gamma": 1}),
     "packed-a2-g2": ("mnist1d_packed", {"packed_alpha": 2.0, "packed_gamma": 2}),
+    "mse-s1.2": ("mnist1d_masksembles", {"masksembles_scale": 1.2}),
     "mse-s1.5": ("mnist1d_masksembles", {"masksembles_scale": 1.5}),
     "mse-s2": ("mnist1d_masksembles", {"masksembles_scale": 2.0}),
     "mse-s3": ("mnist1d_masksembles", {"masksembles_scale": 3.0}),

@@ -316,6 +316,8 @@ def check_model(cfg: TrainConfig) -> None:
                 form.eval().member_logits(torch.zeros(2, *shape))
     except UserError as exc:
         msg = str(exc)
+        if msg.startswith("--"):  # a method option the form cannot take (e.g. --packed-gamma): as it is
+            raise UserError(msg) from None
         if msg.startswith("name: "):
             msg = msg[len("name: "):]
         raise UserError(f"--model: {msg}") from None
