@@ -50,8 +50,8 @@ def build_form(form: dict, base):
     "packed", "members": M, "alpha": a, "gamma": g}`` or ``{"kind": "masksembles", "members": M,
     "scale": s, "seed": seed}`` (what the
     method recipes write into ``manifest["model_form"]``). Randomness of the wrapping (fresh
-    MIMO end layers, BatchEnsemble factors) comes from torch's global RNG; loading a ticket
-    overwrites it.
+    MIMO end layers, BatchEnsemble factors, packed layers) comes from torch's global RNG; loading
+    a ticket overwrites it. MC dropout's and Masksembles' masks are functions of their seed.
     """
     from freetickets.errors import UserError
 

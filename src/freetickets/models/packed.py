@@ -24,7 +24,11 @@ output (``c`` channels x ``L`` positions) reads ``packed_width(c) * L`` features
 each member's features contiguous.
 
 Parameters: a grouped layer has ``1 / groups`` of the weights of a dense layer of its widths,
-so a middle layer has about ``alpha^2 / (M * gamma)`` times the base layer's weights.
+so a middle layer has about ``alpha^2 / (M * gamma)`` times the base layer's weights. Where the
+widths divide, the layers have torch-uncertainty's packed layers' parameter counts
+(``tests/methods/test_packed_oracle.py``); one difference: its convolutions lower gamma while a
+group would read fewer than 64 channels (its ``minimum_channels_per_group``), ours use gamma as
+given (so e.g. WRN-28-10's 16- and 160-channel stages keep gamma = 2 here).
 """
 from __future__ import annotations
 
