@@ -289,3 +289,17 @@ def test_bad_settings_are_one_line_and_exit_2(argv, flag, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_flops_command_plans_the_measured_packed_costs(capsys):
+    """`freetickets flops --method packed` (MLP, M = 4, alpha = 2, gamma = 2): the hand formula
+    2 x (40·512 + 512·512/8 + 512·40/8) = 111,616 FLOPs per test sample, and training at the same
+    ratio to one dense model (one forward of the packed network per sample in both)."""
+    capsys.readouterr()
+    assert main(["flops", "--model", "mlp", "--method", "packed", "--members", "4", "--packed-alpha", "2",
+                 "--packed-gamma", "2"]) == 0
+    out = capsys.readouterr().out
+    dense = 2 * (40 * 256 + 256 * 256 + 256 * 10)
+    ratio = 111_616 / dense
+    assert "111,616" in out
+    assert f"({ratio:.3f}x one dense model trained" in out and f"({ratio:.3f}x one dense model)" in out

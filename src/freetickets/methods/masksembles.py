@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from freetickets.errors import UserError
 from freetickets.methods.forms import FormRecipe
 
 
@@ -23,10 +22,9 @@ class MasksemblesRecipe(FormRecipe):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        scale = cfg.masksembles_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale <= 100.0:
-            raise UserError(f"--masksembles-scale: expected a number in [1, 100] (1: identical masks, "
-                            f"larger: less overlap), got {scale!r}")
+        from freetickets.models.masksembles import check_scale
+
+        check_scale(cfg.masksembles_scale)
 
     def model_form(self, settings: dict) -> dict:
         return {"kind": "masksembles", "members": int(settings["members"]),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from freetickets.errors import UserError
 from freetickets.methods.forms import FormRecipe
 
 
@@ -26,11 +25,9 @@ class PackedEnsemble(FormRecipe):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        alpha, gamma = cfg.packed_alpha, cfg.packed_gamma
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 64:
-            raise UserError(f"--packed-alpha: expected a width factor in (0, 64], got {alpha!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, int) or not 1 <= gamma <= 64:
-            raise UserError(f"--packed-gamma: expected an integer in [1, 64] (subgroups per member), got {gamma!r}")
+        from freetickets.models.packed import check_packed_options
+
+        check_packed_options(cfg.packed_alpha, cfg.packed_gamma)
 
     def model_form(self, settings: dict) -> dict:
         return {"kind": "packed", "members": int(settings["members"]), "alpha": float(settings["packed_alpha"]),

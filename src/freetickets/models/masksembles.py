@@ -33,9 +33,17 @@ from freetickets.data.base import derive_seed
 from freetickets.errors import UserError
 from freetickets.models._efficient_common import check_members, set_submodule, weight_layers
 
-__all__ = ["Masksembles", "MaskedInput", "generate_masks", "row_members"]
+__all__ = ["Masksembles", "MaskedInput", "check_scale", "generate_masks", "row_members"]
 
 _MAX_DRAWS = 20_000
+
+
+def check_scale(scale: object) -> float:
+    """``scale`` if it is a number in [1, 100], else :class:`UserError` naming ``--masksembles-scale``."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale <= 100.0:
+        raise UserError(f"--masksembles-scale: expected a number in [1, 100] (1: identical masks, "
+                        f"larger: less overlap), got {scale!r}")
+    return float(scale)
 
 
 def generate_masks(channels: int, members: int, scale: float, seed: int) -> torch.Tensor:
@@ -46,8 +54,7 @@ def generate_masks(channels: int, members: int, scale: float, seed: int) -> torc
     ``channels`` used positions (e.g. fewer channels than the masks need).
     """
     members = check_members(members)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale <= 100.0:
-        raise UserError(f"--masksembles-scale: expected a number in [1, 100], got {scale!r}")
+    scale = check_scale(scale)
     ones = int(channels / (scale * (1.0 - (1.0 - 1.0 / scale) ** members)))
     if ones < 1 or ones * members < channels:
         raise UserError(f"--masksembles-scale: {channels} channels are too few for {members} masks at "
@@ -111,7 +118,7 @@ class Masksembles(nn.Module):
         self.num_members = check_members(members)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UserError(f"seed: expected an int, got {seed!r}")
-        self.scale, self.seed = float(scale), seed
+        self.scale, self.seed = check_scale(scale), seed
         layers = weight_layers(base)
         if len(layers) < 2:
             raise UserError("Masksembles needs a model with at least two Conv/Linear layers "

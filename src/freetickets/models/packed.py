@@ -42,7 +42,7 @@ from freetickets.errors import UserError
 from freetickets.models._common import init_weights
 from freetickets.models._efficient_common import LAYER_TYPES, check_members, set_submodule
 
-__all__ = ["Packed", "PackedLinear", "packed_width"]
+__all__ = ["Packed", "PackedLinear", "check_packed_options", "packed_width"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -51,6 +51,15 @@ def packed_width(channels: int, members: int, alpha: float, gamma: int) -> int:
     """Channels of a base tensor of ``channels`` channels in the packed network (module docstring)."""
     groups = members * gamma
     return math.ceil(alpha * channels / groups - 1e-9) * groups  # slack: 2.0 * 6 / 3 is not 4.000001
+
+
+def check_packed_options(alpha: object, gamma: object) -> tuple[float, int]:
+    """``(alpha, gamma)`` if valid, else :class:`UserError` naming ``--packed-alpha`` / ``--packed-gamma``."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 64:
+        raise UserError(f"--packed-alpha: expected a width factor in (0, 64], got {alpha!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, int) or not 1 <= gamma <= 64:
+        raise UserError(f"--packed-gamma: expected an integer in [1, 64] (subgroups per member), got {gamma!r}")
+    return float(alpha), gamma
 
 
 class PackedLinear(nn.Module):
@@ -117,11 +126,7 @@ class Packed(nn.Module):
     def __init__(self, base: nn.Module, members: int, alpha: float = 2.0, gamma: int = 1) -> None:
         super().__init__()
         self.num_members = check_members(members)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 64:
-            raise UserError(f"--packed-alpha: expected a width factor in (0, 64], got {alpha!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, int) or not 1 <= gamma <= 64:
-            raise UserError(f"--packed-gamma: expected an integer in [1, 64] (subgroups per member), got {gamma!r}")
-        self.alpha, self.gamma = float(alpha), gamma
+        self.alpha, self.gamma = check_packed_options(alpha, gamma)
         layers = [(n, m) for n, m in base.named_modules() if isinstance(m, LAYER_TYPES + _NORMS)]
         weights = [(n, m) for n, m in layers if isinstance(m, LAYER_TYPES)]
         others = [n for n, m in base.named_modules()
