@@ -43,6 +43,13 @@ CANDIDATES = {
     "mcd-0.05": ("mnist1d_mcdropout", {"dropout_rate": 0.05}),
     "mcd-0.1": ("mnist1d_mcdropout", {"dropout_rate": 0.1}),
     "mcd-0.2": ("mnist1d_mcdropout", {"dropout_rate": 0.2}),
+    "packed-a2-g1": ("mnist1d_packed", {"packed_alpha": 2.0, "packed_gamma": 1}),
+    "packed-a3-g1": ("mnist1d_packed", {"packed_alpha": 3.0, "packed_gamma": 1}),
+    "packed-a2-g2": ("mnist1d_packed", {"packed_alpha": 2.0, "packed_gamma": 2}),
+    "mse-s1.2": ("mnist1d_masksembles", {"masksembles_scale": 1.2}),
+    "mse-s1.5": ("mnist1d_masksembles", {"masksembles_scale": 1.5}),
+    "mse-s2": ("mnist1d_masksembles", {"masksembles_scale": 2.0}),
+    "mse-s3": ("mnist1d_masksembles", {"masksembles_scale": 3.0}),
 }
 
 

@@ -1,7 +1,8 @@
 """``freetickets demo``: the paper's comparison on MNIST-1D, on a laptop CPU, in minutes.
 
 Trains every method (dense, deep, DST, EDST, static, PF, and the efficient ensembles snapshot,
-MIMO, BatchEnsemble and MC dropout) with the shipped ``mnist1d_*`` presets (``--methods``: a subset),
+MIMO, BatchEnsemble, MC dropout, Packed-Ensembles and Masksembles) with the shipped ``mnist1d_*``
+presets (``--methods``: a subset),
 evaluates them (accuracy, NLL, ECE, Brier, OoD, MNIST-1D-C, diversity, cost), and writes
 ``report.md``, ``results.json`` and plots, with the paper's claims decided over the seeds
 (:mod:`freetickets.report.claims`: paired differences, 95% Student-t interval, verdict; with

@@ -3,10 +3,12 @@
 The recipes in :mod:`freetickets.methods` are registered under exactly these names (a test
 checks that the two agree).
 """
-METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
+METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout", "packed",
+           "masksembles")
 
 #: What ``freetickets demo`` trains, in this order (PF fine-tunes the deep ensemble's members).
-DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mimo", "batchensemble", "mcdropout")
+DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mimo", "batchensemble", "mcdropout",
+                "packed", "masksembles")
 
 #: ``SparseEngine(sparse_init=...)``: leave surviving weights as drawn, or rescale them by 1/sqrt(density).
 SPARSE_INITS = ("none", "rescale")

@@ -94,12 +94,15 @@ def check_evaluation(result: dict, members: int, sparse: bool, form: str | None 
         assert cost["sparsity"] == pytest.approx(0.8, abs=1e-3)
         assert cost["nonzero_params"] < members * cost["dense_params"]
         assert cost["inference_flops_vs_dense"] < members
-    elif form is not None:  # one network holding the members (MIMO, BatchEnsemble, MC dropout)
+    elif form is not None:  # one network holding the members (MIMO, BatchEnsemble, MC dropout, ...)
         assert cost["sparsity"] == 0.0
-        assert cost["nonzero_params"] >= cost["dense_params"]
+        if form != "packed":  # a packed network may be smaller than one base model (alpha^2 / (M gamma) < 1)
+            assert cost["nonzero_params"] >= cost["dense_params"]
         inference = cost["inference_flops_vs_dense"]
-        if form == "mcdropout":
+        if form in ("mcdropout", "masksembles"):  # M forwards of the base network, its parameters
             assert inference == pytest.approx(members) and cost["nonzero_params"] == cost["dense_params"]
+        elif form == "packed":  # one forward in training and at test: the same ratio at equal epochs
+            assert inference == pytest.approx(cost["train_flops_vs_dense"], rel=1e-9)
         elif form == "batchensemble":
             assert members < inference < members * 1.1
         else:

@@ -10,7 +10,9 @@ from freetickets.cli.main import main
 
 from _cli_helpers import check_evaluation
 
-METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout")
+METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "batchensemble", "mcdropout",
+           "packed", "masksembles")
+FORMS = ("mimo", "batchensemble", "mcdropout", "packed", "masksembles")
 SPARSE = ("dst", "edst", "pf", "static")
 
 
@@ -20,7 +22,7 @@ def _check_demo_output(out, members: dict[str, int]) -> dict:
     assert set(results["methods"]) == set(METHODS)
     for method, res in results["methods"].items():
         check_evaluation(res, members[method], sparse=method in SPARSE,
-                         form=method if method in ("mimo", "batchensemble", "mcdropout") else None)
+                         form=method if method in FORMS else None)
     dense = results["methods"]["dense"]["cost"]
     assert dense["train_flops_vs_dense"] == pytest.approx(1.0)  # the reference is the dense run
     assert results["methods"]["deep"]["cost"]["train_flops_vs_dense"] == pytest.approx(members["deep"], rel=1e-9)
@@ -28,7 +30,7 @@ def _check_demo_output(out, members: dict[str, int]) -> dict:
         "train_flops_vs_dense"]
     report = (out / "report.md").read_text()
     for name in ("Dense", "Deep ensemble", "DST ensemble", "EDST ensemble", "PF ensemble", "Static", "Snapshot",
-                 "MIMO", "BatchEnsemble", "MC dropout"):
+                 "MIMO", "BatchEnsemble", "MC dropout", "Packed-Ensembles", "Masksembles"):
         assert name in report
     assert list(out.glob("*.png"))
     return results

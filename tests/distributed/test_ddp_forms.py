@@ -1,5 +1,7 @@
 """The efficient ensembles under torchrun (2 CPU processes, gloo). BatchEnsemble's tiled batch
-splits exactly across ranks, so its 2-process run equals the 1-process run; MIMO's per-step
+and Packed-Ensembles' plain batch (no randomness, every member on every row) split exactly
+across ranks, so their 2-process run equals the 1-process run; Masksembles cuts each rank's half
+into its M slices (another valid assignment of rows to masks); MIMO's per-step
 shuffles and MC dropout's training masks are drawn per rank (each rank shuffles / drops its own
 half of the batch), so for those the run must complete, rank 0 alone writes, and the network
 loads as an M-member ensemble."""
@@ -40,7 +42,7 @@ def _torchrun_train(method: str, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=out.parent)
 
 
-@pytest.mark.parametrize("method", ["batchensemble", "mimo", "mcdropout"])
+@pytest.mark.parametrize("method", ["batchensemble", "mimo", "mcdropout", "packed", "masksembles"])
 def test_two_process_run(method, tmp_path):
     proc = _torchrun_train(method, tmp_path / "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -49,7 +51,7 @@ def test_two_process_run(method, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp" / "tickets").iterdir()) == ["member_0.pt"]
     ens = Ensemble.load(tmp_path / "ddp")
     assert ens.member_probs(torch.randn(4, 1, 40)).shape == (3, 4, 10)
-    if method != "batchensemble":
+    if method not in ("batchensemble", "packed"):
         return
     train(resolve(None, {**CFG, "method": method}), tmp_path / "single")
     a = load_ticket(tmp_path / "ddp" / "tickets" / "member_0.pt").state_dict

@@ -29,6 +29,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimo": dict(epochs=2, mimo_input_repetition=0.5, mimo_batch_repetitions=2),
     "batchensemble": dict(epochs=2, batchensemble_init="normal"),
     "mcdropout": dict(epochs=2, dropout_rate=0.2),
+    # grouped layers of every member in one pass; fixed masks on batch slices
+    "packed": dict(epochs=2, packed_alpha=2.0, packed_gamma=2),
+    "masksembles": dict(epochs=2, masksembles_scale=2.0),
 }
 
 

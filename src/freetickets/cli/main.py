@@ -104,6 +104,11 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--batchensemble-init", dict(help="BatchEnsemble rank-1 factor init: random_sign (default), normal, ones")),
     ("--dropout-rate", dict(type=float, help="MC dropout: drop probability before every Conv/Linear layer but "
                                            "the first; default 0.1")),
+    ("--packed-alpha", dict(type=float, help="Packed-Ensembles: width factor alpha of the packed network; default 2")),
+    ("--packed-gamma", dict(type=int, help="Packed-Ensembles: subgroups gamma per member in every grouped layer; "
+                                          "default 1")),
+    ("--masksembles-scale", dict(type=float, help="Masksembles: mask scale s in [1, 100] (1: identical masks, "
+                                                "larger: less overlap); default 2")),
     ("--checkpoint-every-steps", dict(type=int, help="also checkpoint every N optimizer steps")),
     ("--from", dict(dest="from_run", metavar="RUN_DIR", help="pf: a completed deep run providing the dense parents")),
     ("--member", dict(type=int, help="train only member K (deep, dst, pf, static), e.g. one process per GPU")),
@@ -292,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", default=argparse.SUPPRESS, help="mnist1d (default), cifar10, cifar100, imagenet")
     for flag in ("--sparsity", "--members", "--epochs", "--explore-epochs", "--batch-size", "--num-samples",
                  "--distribution", "--grow", "--pf-epochs", "--reference-epochs", "--update-interval",
-                 "--mimo-batch-repetitions", "--dropout-rate"):
+                 "--mimo-batch-repetitions", "--dropout-rate", "--packed-alpha", "--packed-gamma"):
         kw = dict(_TRAIN_FLAG_KW[flag])
         f.add_argument(flag, default=argparse.SUPPRESS, **kw)
     f.add_argument("--train-size", type=int, default=argparse.SUPPRESS,

@@ -10,15 +10,18 @@ from freetickets.methods.batchensemble import BatchEnsembleRecipe
 from freetickets.methods.dense import DeepEnsemble, Dense
 from freetickets.methods.dst import DSTEnsemble
 from freetickets.methods.edst import EDSTEnsemble
+from freetickets.methods.masksembles import MasksemblesRecipe
 from freetickets.methods.mcdropout import MCDropoutRecipe
 from freetickets.methods.mimo import MIMOEnsemble
+from freetickets.methods.packed import PackedEnsemble
 from freetickets.methods.pf import PFEnsemble
 from freetickets.methods.snapshot import SnapshotEnsemble
 from freetickets.methods.static import StaticEnsemble
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (Dense(), DeepEnsemble(), DSTEnsemble(), EDSTEnsemble(),
                                                    PFEnsemble(), StaticEnsemble(), SnapshotEnsemble(),
-                                                   MIMOEnsemble(), BatchEnsembleRecipe(), MCDropoutRecipe())}
+                                                   MIMOEnsemble(), BatchEnsembleRecipe(), MCDropoutRecipe(),
+                                                   PackedEnsemble(), MasksemblesRecipe())}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -82,7 +82,8 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     # FreeTickets against the efficient ensembles (the paper's headline): better accuracy and NLL
     # at fewer training FLOPs than each of them.
     *(spec for other, label in (("snapshot", "snapshot"), ("mimo", "MIMO"), ("batchensemble", "BatchEnsemble"),
-                                ("mcdropout", "MC dropout"))
+                                ("mcdropout", "MC dropout"), ("packed", "Packed-Ensembles"),
+                                ("masksembles", "Masksembles"))
       for spec in (
           ClaimSpec(f"EDST accuracy > {label}", "edst", other, "accuracy", "higher", scale=100.0, unit=" pp"),
           ClaimSpec(f"EDST NLL < {label}", "edst", other, "nll", "lower"),

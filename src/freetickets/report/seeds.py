@@ -25,7 +25,7 @@ __all__ = ["METHOD_ORDER", "METHOD_LABELS", "Stats", "method_label", "order_meth
 
 #: Canonical order of the paper's methods in every table and plot.
 METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
-                                 "mcdropout", "snapshot")
+                                 "mcdropout", "packed", "masksembles", "snapshot")
 
 #: Human-readable method names.
 METHOD_LABELS: dict[str, str] = {
@@ -38,6 +38,8 @@ METHOD_LABELS: dict[str, str] = {
     "mimo": "MIMO",
     "batchensemble": "BatchEnsemble",
     "mcdropout": "MC dropout",
+    "packed": "Packed-Ensembles",
+    "masksembles": "Masksembles",
     "snapshot": "Snapshot ensemble",
 }
 

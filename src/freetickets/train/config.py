@@ -87,6 +87,9 @@ class TrainConfig:
     mimo_batch_repetitions: int = 1  # MIMO: each example appears r times per training batch
     batchensemble_init: str = "random_sign"  # BatchEnsemble rank-1 factors: random_sign, normal, ones
     dropout_rate: float = 0.1  # MC dropout: drop probability before every Conv/Linear layer but the first
+    packed_alpha: float = 2.0  # Packed-Ensembles: width factor alpha of the packed network
+    packed_gamma: int = 1  # Packed-Ensembles: subgroups gamma per member in every grouped layer
+    masksembles_scale: float = 2.0  # Masksembles: mask scale s (1: identical masks; larger: less overlap)
 
     # engineering
     precision: str = "fp32"
@@ -313,6 +316,8 @@ def check_model(cfg: TrainConfig) -> None:
                 form.eval().member_logits(torch.zeros(2, *shape))
     except UserError as exc:
         msg = str(exc)
+        if msg.startswith("--"):  # a method option the form cannot take (e.g. --packed-gamma): as it is
+            raise UserError(msg) from None
         if msg.startswith("name: "):
             msg = msg[len("name: "):]
         raise UserError(f"--model: {msg}") from None
