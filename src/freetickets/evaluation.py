@@ -161,6 +161,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     result["cost"] = cost_block(run_dir, manifest, ens)
     artifacts["trajectories"] = {"jobs": load_trajectories(run_dir), "tickets": manifest["tickets"]}
     result["method"] = manifest["method"]
+    result["chance_level"] = manifest.get("chance_level")  # tickets whose validation accuracy is a guess's
     result["data"] = manifest["data"]
     result["model"] = manifest["model"]
     if partial:

@@ -31,7 +31,7 @@ from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, br
 from freetickets.train.preempt import RunGuard
 from freetickets.train.job_state import JobState, new_sums
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
-from freetickets.train.rundir import RunDir, new_manifest
+from freetickets.train.rundir import RunDir, mark_chance_tickets, new_manifest
 from freetickets.train.schedules import EpochSpec, warmup_factor
 from freetickets.train.trajectories import TrajectoryRecorder
 
@@ -146,7 +146,7 @@ class Trainer:
         if ckpt is None:
             manifest = new_manifest(cfg.to_dict(), num_classes=ctx.data.num_classes,
                                     input_shape=tuple(ctx.data.input_shape),
-                                    normalization=getattr(ctx.data, "normalization", None))
+                                    normalization=ctx.data.normalization)
             ctx.state = {"job_index": 0, "tickets": [], "train_flops_total": 0.0, "parents": {},
                          "source_manifest": ctx.state.get("source_manifest")}
             if ctx.dist.is_main:
@@ -201,6 +201,10 @@ class Trainer:
                                      else sum(forward_flops(lf, t.get("densities") or {}) for t in tickets)),
             "dense_inference_per_sample": dense_fwd,
         }
+        if mark_chance_tickets(manifest, split_size(ctx.data.val)) and complete:
+            log.warning("%s: ticket(s) %s have validation accuracy at chance level (<= %.4f): they predict no "
+                        "better than a guess", self.run.root, manifest["chance_level"]["tickets"],
+                        manifest["chance_level"]["threshold"])
         manifest["status"] = "complete" if complete else "running"
         if ctx.dist.is_main:
             self.run.write_manifest(manifest)
