@@ -248,7 +248,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
 
 # ----------------------------------------------------------------- best epoch != last epoch
 def test_ticket_is_the_best_epoch_when_the_last_is_worse(tmp_path, monkeypatch):
-    """Validation accuracies scripted 0.5, 0.9, 0.7: the ticket must be epoch 1's weights."""
+    """Validation accuracies scripted 0.5, 0.9, 0.7: the ticket must be epoch 2's weights (1-based)."""
     import freetickets.train.runner as runner
     from freetickets.ensembles.tickets import load_ticket
 
@@ -265,8 +265,8 @@ def test_ticket_is_the_best_epoch_when_the_last_is_worse(tmp_path, monkeypatch):
     train(tiny_config(method="dense", epochs=3), tmp_path / "run")
     manifest = read_manifest(tmp_path / "run")
     (t,) = manifest["tickets"]
-    assert t["epoch"] == 1 and t["val_accuracy"] == 0.9
+    assert t["epoch"] == 2 and t["val_accuracy"] == 0.9
     state = load_ticket(tmp_path / "run" / t["file"]).state_dict
-    assert any(not torch.equal(states[1][k], states[2][k]) for k in states[1])  # epochs 1 and 2 differ
+    assert any(not torch.equal(states[1][k], states[2][k]) for k in states[1])  # epochs 2 and 3 (1-based) differ
     for k, v in states[1].items():
         assert torch.equal(state[k], v), k

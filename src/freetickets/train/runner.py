@@ -310,7 +310,7 @@ class Trainer:
                 loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
             if not math.isfinite(loss_value):
                 raise NonFiniteError(
-                    f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {st.global_step}, member "
+                    f"non-finite loss ({loss_value}) at epoch {spec.number}, step {st.global_step}, member "
                     f"{job.member} ({job.kind}); the last good checkpoint is kept in {run.checkpoint}")
             st.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -340,7 +340,7 @@ class Trainer:
                 if stop or (cfg.checkpoint_every_steps and st.global_step % cfg.checkpoint_every_steps == 0):
                     self._checkpoint_job(ctx, job, st, spec, b + 1)
                 if stop:
-                    self.guard.stop(ctx.dist, f"after step {st.global_step} (epoch {spec.epoch}, batch {b + 1} of "
+                    self.guard.stop(ctx.dist, f"after step {st.global_step} (epoch {spec.number}, batch {b + 1} of "
                                     f"{last}, {self._desc(job, spec)})", run.checkpoint)
         if pbar is not None:
             pbar.close()
@@ -367,14 +367,14 @@ class Trainer:
         improved = spec.takes_ticket and (st.best is None or job.select == "last"
                                           or val_acc > st.best["val_accuracy"])
         if improved:
-            st.best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
+            st.best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.number}
             if ctx.dist.is_main:
                 save_ticket(self._ticket_path(job, spec), st.model, st.engine.masks if st.engine is not None else {},
                             {"member": self._ticket_index(job, spec), "seed": job.seed, "phase": spec.phase,
-                             "phase_index": spec.phase_index, "epoch": spec.epoch, "val_accuracy": val_acc})
+                             "phase_index": spec.phase_index, "epoch": spec.number, "val_accuracy": val_acc})
         stats = st.engine.stats() if st.engine is not None else None
         row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
-               "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
+               "phase_index": spec.phase_index, "epoch": spec.number, "lr": spec.lr,
                "train_loss": epoch_sums["loss"] / max(epoch_sums["seen"], 1),
                "train_accuracy": epoch_sums["correct"] / max(epoch_sums["seen"], 1),
                "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
@@ -388,7 +388,7 @@ class Trainer:
         # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
         ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
         log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
-                 self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
+                 self._desc(job, spec), spec.number, len(job.plan), spec.lr, row["train_loss"],
                  row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
         if ctx.callback is not None:
             ctx.callback(row)
@@ -401,7 +401,7 @@ class Trainer:
         if spec.epoch + 1 < len(job.plan):
             self._checkpoint_job(ctx, job, st, spec, 0, next_epoch=True)
             if self.guard.should_stop(ctx.dist, ctx.device):
-                self.guard.stop(ctx.dist, f"at the end of epoch {spec.epoch} (step {st.global_step}, "
+                self.guard.stop(ctx.dist, f"at the end of epoch {spec.number} (step {st.global_step}, "
                                 f"{self._desc(job, spec)})", run.checkpoint)
 
     def _checkpoint_job(self, ctx: RunContext, job: Job, st: JobState, spec: EpochSpec, batch: int,
@@ -436,7 +436,7 @@ class Trainer:
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise NonFiniteError(
-                    f"non-finite weight '{name}' {when} at epoch {spec.epoch}, step {step}, member {job.member}"
+                    f"non-finite weight '{name}' {when} at epoch {spec.number}, step {step}, member {job.member}"
                     f" ({job.kind}); the last good checkpoint is kept in {self.run.checkpoint}")
 
     def _parent_flops(self, ctx: RunContext, job: Job) -> float:

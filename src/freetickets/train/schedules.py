@@ -24,6 +24,12 @@ class EpochSpec:
     phase_end: bool  # last epoch of a phase (EDST tickets are taken here)
     takes_ticket: bool = True  # False: this epoch never becomes a ticket (EDST exploration)
 
+    @property
+    def number(self) -> int:
+        """The epoch as users read it: 1-based within the job (the log, metrics.jsonl, the
+        manifest's ticket ``epoch``, trajectories, messages). ``epoch`` is the 0-based index."""
+        return self.epoch + 1
+
 
 def multistep_lr(base_lr: float, epoch: int, epochs: int, milestones: list[float], gamma: float) -> float:
     """``base_lr × gamma^k`` where k counts milestones (fractions of ``epochs``) already passed.
