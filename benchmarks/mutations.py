@@ -59,7 +59,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("multistep_lr returns the base rate", "train/schedules.py",
              "return base_lr * gamma**passed", "return base_lr", (T_KNOWN,)),
     Mutation("multistep milestone off by one epoch", "train/schedules.py",
-             "if epoch >= int(f * epochs))", "if epoch > int(f * epochs))", (T_KNOWN,)),
+             "if epoch >= milestone_epoch(f, epochs))", "if epoch > milestone_epoch(f, epochs))", (T_KNOWN,)),
     Mutation("cosine_lr shifted by one epoch", "train/schedules.py",
              "math.cos(math.pi * epoch / epochs)", "math.cos(math.pi * (epoch + 1) / epochs)", (T_KNOWN,)),
     Mutation("warm-up factor starts at 0", "train/schedules.py",

@@ -161,6 +161,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     result["cost"] = cost_block(run_dir, manifest, ens)
     artifacts["trajectories"] = {"jobs": load_trajectories(run_dir), "tickets": manifest["tickets"]}
     result["method"] = manifest["method"]
+    result["chance_level"] = manifest.get("chance_level")  # tickets whose validation accuracy is a guess's
     result["data"] = manifest["data"]
     result["model"] = manifest["model"]
     if partial:
@@ -274,9 +275,10 @@ def flops_table(overrides: dict[str, Any], *, train_size: int | None = None, pre
     """
     from freetickets.flops.plan import DATA_SHAPES, planned_cost
     from freetickets.methods import get_recipe
-    from freetickets.train.config import TrainConfig, load_yaml, merge, validate_flops_flags
+    from freetickets.train.config import TrainConfig, default_data_hint, load_yaml, merge, validate_flops_flags
 
     overrides = dict(overrides)
+    data_given = overrides.get("data") is not None
     method = overrides.setdefault("method", "dst")
     data = overrides.setdefault("data", "mnist1d")
     if data not in DATA_SHAPES:
@@ -293,7 +295,13 @@ def flops_table(overrides: dict[str, Any], *, train_size: int | None = None, pre
         base = merge(base, values, source=f"preset {preset}")
     cfg = validate_flops_flags(base=base, train_size=train_size, **overrides)
     n = train_size or _train_size(data, cfg.num_samples)
-    c = planned_cost(cfg, n)
+    try:
+        c = planned_cost(cfg, n)
+    except UserError as exc:
+        if not str(exc).startswith("input_shape"):
+            raise
+        # a model that cannot take the (maybe default) data set's inputs
+        raise UserError(f"--model: {exc}{default_data_hint(data, data_given)}") from None
     ref_epochs = cfg.reference_epochs or cfg.epochs
     members = cfg.num_members
     lines = [

@@ -75,7 +75,7 @@ def test_only_rank0_writes(ddp_run):
     manifest = json.loads((tmp / "ddp" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["tickets"]) == 2
     rows = [json.loads(line) for line in (tmp / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]  # one line per epoch, not one per rank
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # one line per epoch, not one per rank
     # training metrics are all-reduced over both ranks' slices
     single_rows = [json.loads(line) for line in (tmp / "single" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(rows, single_rows):

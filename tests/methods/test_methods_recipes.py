@@ -72,14 +72,14 @@ def test_snapshot_members_are_cycle_ends(tmp_path, monkeypatch):
     cfg = TrainConfig(method="snapshot", epochs=5, members=2, lr=0.05, **TINY)
     manifest = train(cfg, tmp_path / "snap")
     assert manifest["members"] == 2 and manifest["seeds"] == [0] and manifest["sparsity"] == 0.0
-    assert [t["epoch"] for t in manifest["tickets"]] == [1, 4]
+    assert [t["epoch"] for t in manifest["tickets"]] == [2, 5]  # 1-based
     assert [t["phase"] for t in manifest["tickets"]] == ["cycle", "cycle"]
     rows = [json.loads(l) for l in (tmp_path / "snap" / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.025, 0.05, 0.0375, 0.0125])
     assert [r["val_accuracy"] for r in rows] == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
     # the val accuracy stored with each ticket is that of the cycle's last epoch
     for t in manifest["tickets"]:
-        assert t["val_accuracy"] == rows[t["epoch"]]["val_accuracy"]
+        assert t["val_accuracy"] == rows[t["epoch"] - 1]["val_accuracy"]
         assert load_ticket(tmp_path / "snap" / t["file"]).meta["epoch"] == t["epoch"]
     ens = Ensemble.load(tmp_path / "snap")
     import torch

@@ -56,8 +56,8 @@ def _assert_finite_checkpoint(run) -> dict:
 
 
 @pytest.mark.parametrize("what, step, message, last_good", [
-    ("loss", 20, "non-finite loss (nan) at epoch 1, step 19, member 0", 18),
-    ("buffer", 17, "non-finite weight 'features.2.running_var' before a checkpoint at epoch 1, step 18, member 0", 15),
+    ("loss", 20, "non-finite loss (nan) at epoch 2, step 19, member 0", 18),
+    ("buffer", 17, "non-finite weight 'features.2.running_var' before a checkpoint at epoch 2, step 18, member 0", 15),
 ])
 def test_nonfinite_stops_with_exit_3_and_keeps_the_last_good_checkpoint(what, step, message, last_good, tmp_path,
                                                                         monkeypatch, capsys):
@@ -88,7 +88,7 @@ def test_huge_learning_rate_diverges_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if x.startswith("freetickets: error:")]
     assert len(line) == 1 and "Traceback" not in err
-    assert "non-finite" in line[0] and "epoch 0" in line[0] and "member 0" in line[0] and "step " in line[0]
+    assert "non-finite" in line[0] and "epoch 1" in line[0] and "member 0" in line[0] and "step " in line[0]
     if (run / "checkpoint.pt").is_file():
         _assert_finite_checkpoint(run)
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
@@ -96,5 +96,5 @@ def test_huge_learning_rate_diverges_cleanly(tmp_path, capsys):
 
 def test_library_raises_nonfinite_error(tmp_path, monkeypatch):
     _poison(monkeypatch, 3, "loss")
-    with pytest.raises(NonFiniteError, match=r"epoch 0, step 2, member 0"):
+    with pytest.raises(NonFiniteError, match=r"epoch 1, step 2, member 0"):
         train(config("edst"), tmp_path / "run")

@@ -50,7 +50,7 @@ def test_deep_round_trip_shape_and_ticket_row(tmp_path_factory):
     assert arr.dtype == np.float32
     np.testing.assert_allclose(arr.sum(-1), 1.0, atol=5e-3)  # float16 probabilities
     jobs = load_trajectories(out)
-    assert [j["member"] for j in jobs] == [0, 1] and all(j["epoch"].tolist() == [0, 1] for j in jobs)
+    assert [j["member"] for j in jobs] == [0, 1] and all(j["epoch"].tolist() == [1, 2] for j in jobs)
     # the row of a ticket's epoch is the ticket's own prediction on the probe (float16)
     import json
     manifest = json.loads((out / "manifest.json").read_text())
@@ -62,7 +62,7 @@ def test_deep_round_trip_shape_and_ticket_row(tmp_path_factory):
     with torch.no_grad():
         x = data.normalize(data.val.x[probe_indices(n_val)]) if data.normalize else data.val.x[probe_indices(n_val)]
         expected = torch.softmax(model(x).float(), 1).numpy().astype(np.float16).astype(np.float32)
-    np.testing.assert_array_equal(arr[t["epoch"], 1], expected)
+    np.testing.assert_array_equal(arr[t["epoch"] - 1, 1], expected)
 
 
 def test_deterministic_for_a_fixed_seed(tmp_path, tmp_path_factory):
@@ -79,7 +79,7 @@ def test_resume_keeps_tickets_bitwise_and_rows_unique(tmp_path, tmp_path_factory
     assert run_interrupted(config("edst", checkpoint_every_steps=5), out, monkeypatch, [7, 20]) == 2
     assert_same_tickets(ref, out)
     jobs = load_trajectories(out)
-    assert len(jobs) == 1 and jobs[0]["epoch"].tolist() == list(range(4))  # no duplicated rows
+    assert len(jobs) == 1 and jobs[0]["epoch"].tolist() == [1, 2, 3, 4]  # no duplicated rows
     ref_jobs = load_trajectories(ref)
     np.testing.assert_array_equal(jobs[0]["probs"], ref_jobs[0]["probs"])
 

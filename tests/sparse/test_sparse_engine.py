@@ -371,11 +371,33 @@ def test_global_magnitude_masks_exact_and_ties():
     total = sum(m.numel() for m in masks.values())
     assert sum(int(m.sum()) for m in masks.values()) == round(0.2 * total)
     params = dict(sparsifiable_parameters(model))
-    kept_min = min(params[n].detach().abs()[m].min() for n, m in masks.items())
+    # apart from each output unit's largest weight (the per-layer minimum), one global threshold
+    row_max = {n: params[n].detach().abs().reshape(params[n].shape[0], -1).max(1).values for n in masks}
+    kept_min = min(params[n].detach().abs()[m & (params[n].detach().abs().reshape(params[n].shape[0], -1)
+                                                < row_max[n][:, None]).view(m.shape)].min() for n, m in masks.items())
     pruned_max = max(params[n].detach().abs()[~m].max() for n, m in masks.items())
     assert kept_min >= pruned_max
     engine = SparseEngine(model, None, masks=masks, update_interval=None)
     assert engine.sparsity() == pytest.approx(0.8, abs=1e-3)
+
+
+def test_global_magnitude_masks_never_empty_a_layer():
+    """A layer of small weights beside large ones: one threshold would empty it; every output
+    unit keeps its largest weight instead, and the total stays exact."""
+    from freetickets.sparse import global_magnitude_masks
+
+    g = torch.Generator().manual_seed(0)
+    named = {"big": torch.randn(8, 50, generator=g) * 10.0,  # 400 weights of |w| ~ 10
+             "small": torch.randn(3, 40, generator=g) * 1e-3}  # 120 weights of |w| ~ 1e-3
+    masks = global_magnitude_masks(named, 0.8)  # keep round(0.2 * 520) = 104 < 400 big ones
+    assert sum(int(m.sum()) for m in masks.values()) == 104
+    small = named["small"].abs()
+    assert masks["small"].sum(1).tolist() == [1, 1, 1]  # exactly the minimum, nothing more
+    assert masks["small"].nonzero()[:, 1].tolist() == small.argmax(1).tolist()  # each row's largest
+    assert masks["big"].sum(1).min() >= 1
+    # 11 output units need 11 weights: sparsity 0.99 keeps round(5.2) = 5 -> refused in one line
+    with pytest.raises(ValueError, match=r"fewer than the 11 output units.*at most 0\.9788"):
+        global_magnitude_masks(named, 0.99)
 
 
 def test_consistency_check_single_rank_process_group(tmp_path):

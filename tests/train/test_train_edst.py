@@ -16,7 +16,8 @@ REFINE = 2  # epochs per refinement phase
 
 
 def phase_epochs(m: int) -> range:
-    start = EXPLORE + m * REFINE
+    """The epochs of refinement phase m, 1-based as in the manifest and metrics.jsonl."""
+    start = EXPLORE + m * REFINE + 1
     return range(start, start + REFINE)
 
 
@@ -24,7 +25,7 @@ def test_lr_of_every_epoch(edst_run):
     """Exploration at lr; each refinement phase lr x 0.1 for its first half, lr x 0.01 after."""
     lr = edst_run.cfg.lr
     rows = edst_run.metrics
-    assert [r["epoch"] for r in rows] == list(range(EXPLORE + M * REFINE))
+    assert [r["epoch"] for r in rows] == list(range(1, EXPLORE + M * REFINE + 1))  # 1-based
     expected = [("explore", 0, lr)]
     for m in range(M):
         expected += [("refine", m, lr * 0.1), ("refine", m, lr * 0.01)]

@@ -52,6 +52,18 @@ def test_standard_plan_rates():
     assert [s.lr for s in standard_plan(cfg)] == pytest.approx([0.1, 0.1, 0.01, 0.001], rel=1e-12)
 
 
+@pytest.mark.parametrize("epochs, expect", [
+    (1, [0.1]),                  # int(0.5) = int(0.75) = 0 -> both moved to epoch 1 (outside the run)
+    (2, [0.1, 0.001]),           # int(1.0) = int(1.5) = 1: both milestones at epoch 1
+    (3, [0.1, 0.01, 0.001]),     # int(1.5) = 1, int(2.25) = 2
+])
+def test_short_multistep_plans_start_at_the_base_lr(epochs, expect):
+    """A milestone never falls on the first epoch: ``--epochs 1`` trains at the base lr."""
+    cfg = tiny_config(method="dense", epochs=epochs, lr=0.1, lr_milestones=[0.5, 0.75], lr_gamma=0.1)
+    assert [s.lr for s in standard_plan(cfg)] == pytest.approx(expect, rel=1e-12)
+    assert [multistep_lr(0.1, e, epochs, [0.5, 0.75], 0.1) for e in range(epochs)] == pytest.approx(expect, rel=1e-12)
+
+
 # ----------------------------------------------------------------- what the optimizer receives
 @pytest.fixture
 def sgd_spy(monkeypatch):
@@ -77,6 +89,14 @@ def test_lr_of_every_step_multistep_with_warmup(tmp_path, sgd_spy):
     train(cfg, tmp_path / "run")
     expect = [0.05, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     assert [c["lr"][0] for c in sgd_spy] == pytest.approx(expect, rel=1e-12)
+
+
+def test_one_epoch_run_trains_at_the_base_lr(tmp_path, sgd_spy):
+    """``--epochs 1``: every optimizer step and the logged row use the base lr (not lr x 0.01)."""
+    cfg = tiny_config(method="dense", epochs=1, batch_size=360, lr=0.1)
+    train(cfg, tmp_path / "run")
+    assert [c["lr"][0] for c in sgd_spy] == pytest.approx([0.1, 0.1], rel=1e-12)
+    assert [r["lr"] for r in read_metrics(tmp_path / "run")] == pytest.approx([0.1], rel=1e-12)
 
 
 def test_lr_of_every_step_cosine(tmp_path, sgd_spy):
@@ -228,7 +248,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
 
 # ----------------------------------------------------------------- best epoch != last epoch
 def test_ticket_is_the_best_epoch_when_the_last_is_worse(tmp_path, monkeypatch):
-    """Validation accuracies scripted 0.5, 0.9, 0.7: the ticket must be epoch 1's weights."""
+    """Validation accuracies scripted 0.5, 0.9, 0.7: the ticket must be epoch 2's weights (1-based)."""
     import freetickets.train.runner as runner
     from freetickets.ensembles.tickets import load_ticket
 
@@ -245,8 +265,8 @@ def test_ticket_is_the_best_epoch_when_the_last_is_worse(tmp_path, monkeypatch):
     train(tiny_config(method="dense", epochs=3), tmp_path / "run")
     manifest = read_manifest(tmp_path / "run")
     (t,) = manifest["tickets"]
-    assert t["epoch"] == 1 and t["val_accuracy"] == 0.9
+    assert t["epoch"] == 2 and t["val_accuracy"] == 0.9
     state = load_ticket(tmp_path / "run" / t["file"]).state_dict
-    assert any(not torch.equal(states[1][k], states[2][k]) for k in states[1])  # epochs 1 and 2 differ
+    assert any(not torch.equal(states[1][k], states[2][k]) for k in states[1])  # epochs 2 and 3 (1-based) differ
     for k, v in states[1].items():
         assert torch.equal(state[k], v), k

@@ -190,7 +190,12 @@ def cmd_train(args: argparse.Namespace) -> int:
          + (f" (one network holding {form['members']} members)" if form else ""))
     for t in tickets:
         who = "ensemble" if form else f"member {t['member']}"
-        _out(f"  {who}: val accuracy {t['val_accuracy']:.4f} (epoch {t['epoch']}, sparsity {t['sparsity']:.3f})")
+        flag = "  AT CHANCE LEVEL" if t.get("at_chance") else ""
+        _out(f"  {who}: val accuracy {t['val_accuracy']:.4f} (epoch {t['epoch']}, sparsity {t['sparsity']:.3f}){flag}")
+    chance = manifest.get("chance_level") or {}
+    if chance.get("tickets"):
+        _out(f"warning: {len(chance['tickets'])} ticket(s) at chance level (val accuracy <= {chance['threshold']:.4f}, "
+             f"chance {chance['accuracy']:.4f}): check the learning rate, epochs and sparsity")
     return 0
 
 
@@ -236,7 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     # "auto" is a CLI choice, not a torch device: resolve it as evaluate does.
     path = predict_file(args.run_dir, args.input, args.output, device=resolve_device(args.device),
-                        partial=args.partial)
+                        partial=args.partial, normalized=args.normalized)
     _out(f"predictions written to {path}")
     return 0
 
@@ -309,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="class probabilities and uncertainty for a .npy array of inputs")
     pr.add_argument("run_dir", metavar="RUN_DIR")
-    pr.add_argument("--input", required=True, metavar="FILE.npy")
+    pr.add_argument("--input", required=True, metavar="FILE.npy",
+                    help="inputs in the data set's raw form (CIFAR/ImageNet: uint8 images, (N, C, H, W) or "
+                         "(N, H, W, C); MNIST-1D: (N, 1, 40) or (N, 40)); the run's normalisation is applied")
+    pr.add_argument("--normalized", action="store_true",
+                    help="the inputs are already normalised as in training: apply no normalisation")
     pr.add_argument("--output", metavar="FILE", help=".npz (default) or .csv")
     pr.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

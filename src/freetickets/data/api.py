@@ -11,7 +11,7 @@ from freetickets.data.base import CorruptedSplit, DataBundle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["list_data", "load_data", "list_ood", "ood_sets", "list_corruptions", "corruption_sets"]
+__all__ = ["list_data", "load_data", "data_normalization", "list_ood", "ood_sets", "list_corruptions", "corruption_sets"]
 
 _DATA = ("mnist1d", "cifar10", "cifar100", "imagenet")
 _OOD = {
@@ -41,6 +41,27 @@ def _canonical(name: str) -> str:
     if key not in _DATA:
         raise ValueError(f"unknown data set {name!r}; valid: {', '.join(_DATA)}")
     return key
+
+
+def data_normalization(name: str) -> Optional[dict]:
+    """The normalisation record of data set ``name`` (:attr:`DataBundle.normalization`) without
+    loading it; None for an unknown name. For runs whose manifest predates the record."""
+    try:
+        key = _canonical(name)
+    except ValueError:
+        return None
+    if key == "mnist1d":
+        from freetickets.data.transforms import ToFloat
+
+        return ToFloat().record()
+    if key == "imagenet":
+        from freetickets.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+        from freetickets.data.transforms import Normalize
+
+        return Normalize(IMAGENET_MEAN, IMAGENET_STD, scale=255.0).record()
+    from freetickets.data.cifar import cifar_normalize
+
+    return cifar_normalize(key).record()
 
 
 def load_data(

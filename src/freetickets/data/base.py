@@ -63,6 +63,9 @@ class DataBundle:
     ``augment(x, generator) -> x`` is the training augmentation applied to a raw batch (same
     dtype in and out) before ``normalize(x) -> float32 x``, which maps a raw batch to the
     model's input space. Evaluation uses ``normalize`` only.
+
+    :attr:`normalization` is that map as a JSON record (what a run's manifest keeps, so that
+    ``predict`` can take inputs in the data set's raw form).
     """
 
     name: str
@@ -74,6 +77,17 @@ class DataBundle:
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
     normalize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     meta: dict = field(default_factory=dict)
+
+    @property
+    def normalization(self) -> Optional[dict]:
+        """``{"mean": [...], "std": [...], "scale": s, "raw_dtype": "uint8" | "float32"}``: the
+        model sees ``(x / scale - mean) / std`` per channel (channel axis 1) of a raw input ``x``.
+        From ``normalize.record()``, else ``meta["normalization"]`` (ImageNet, whose transforms
+        live in its datasets); None when neither says."""
+        record = getattr(self.normalize, "record", None)
+        if callable(record):
+            return record()
+        return self.meta.get("normalization")
 
 
 class CorruptedSplit:

@@ -76,5 +76,8 @@ def load_imagenet(data_dir: str | os.PathLike | None = None, *, device: Any = "c
         test=test,
         augment=None,
         normalize=None,
-        meta={"data_dir": str(root), "classes": list(train_full.classes)},
+        # raw form for predict: uint8 images after Resize + CenterCrop(image_size), CHW or HWC
+        meta={"data_dir": str(root), "classes": list(train_full.classes),
+              "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": 255.0,
+                                "raw_dtype": "uint8"}},
     )

@@ -96,6 +96,12 @@ class Normalize:
         mul, add = self._coeffs(x, x.dim())
         return torch.addcmul(add, x.to(torch.float32), mul)
 
+    def record(self) -> dict:
+        """The JSON record a run's manifest keeps (``"normalization"``): model input =
+        ``(x / scale - mean) / std`` per channel; raw inputs are ``uint8`` when ``scale`` is 255."""
+        return {"mean": list(self.mean), "std": list(self.std), "scale": self.scale,
+                "raw_dtype": "uint8" if self.scale == 255.0 else "float32"}
+
     def __getstate__(self) -> dict:
         return {"mean": self.mean, "std": self.std, "scale": self.scale}
 
@@ -112,6 +118,10 @@ class ToFloat:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(torch.float32)
+
+    def record(self) -> dict:
+        """The manifest record of the identity (see :meth:`Normalize.record`)."""
+        return {"mean": [0.0], "std": [1.0], "scale": 1.0, "raw_dtype": "float32"}
 
     def __repr__(self) -> str:
         return "ToFloat()"

@@ -26,9 +26,10 @@ of the joined tensors, so there is one copy of the weights and in-place changes 
 (e.g. ``load_state_dict``) are seen by the batched computation. Replacing a member's tensors
 (``member.to(...)``) breaks that link: move the ensemble with :meth:`Ensemble.to`.
 
-Input normalisation is the caller's job: ``x`` must already be normalised the way the members
-were trained (``freetickets.ensembles.predict.predict_file`` applies a run's recorded
-normalisation for files).
+The forward methods take ``x`` already normalised the way the members were trained.
+:meth:`Ensemble.preprocess` maps inputs in the data set's raw form (``uint8`` images, CHW or
+HWC; MNIST-1D as ``(N, 40)``) to that space with the run's recorded normalisation
+(``freetickets predict`` does the same for files; see :mod:`freetickets.ensembles.inputs`).
 """
 from __future__ import annotations
 
@@ -341,6 +342,22 @@ class Ensemble:
         return x
 
     @torch.no_grad()
+    def preprocess(self, x: Any, *, normalized: bool = False) -> torch.Tensor:
+        """Raw inputs -> float32 ``(N, *input_shape)`` members' inputs on :attr:`device`.
+
+        ``x`` (tensor or numpy array) in the data set's raw form: CIFAR/ImageNet ``uint8`` pixel
+        values, CHW or HWC; MNIST-1D ``(N, 1, 40)`` or ``(N, 40)``. The run's recorded
+        normalisation is applied (``normalized=True``: only layout and dtype change). Rows
+        with NaN/inf are refused (:class:`UserError`, counting them). Needs a loaded run
+        (:meth:`load`); then ``ens.predict_proba(ens.preprocess(raw))``.
+        """
+        from freetickets.ensembles.inputs import prepare_inputs
+
+        if self.manifest is None:
+            raise UserError("preprocess: this Ensemble was not loaded from a run (Ensemble.load), so it "
+                            "knows no input normalisation")
+        return prepare_inputs(x, self.manifest, normalized=normalized, what="preprocess").to(self.device)
+
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every member, ``(M, B, C)``, for inputs ``x`` of shape ``(B, *input_shape)``.
 

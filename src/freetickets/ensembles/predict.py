@@ -1,13 +1,15 @@
 """Predictions of a run's ensemble for inputs stored in a ``.npy`` file (``freetickets predict``).
 
-Input: a numeric ``.npy`` array of shape ``(N, *input_shape)``, or ``input_shape`` for a single
-input (``input_shape`` from the run's manifest). Object arrays are refused (``allow_pickle=False``).
+Input: a numeric ``.npy`` array in one of the layouts of :mod:`freetickets.ensembles.inputs`
+(``(N, *input_shape)``, a single input, channels-last images, MNIST-1D as ``(N, 40)``;
+``input_shape`` from the run's manifest). Object arrays are refused (``allow_pickle=False``).
 
-Normalisation: if the manifest records ``"normalization": {"mean": [...], "std": [...]}`` (one
-value per channel, channel = the first dimension of ``input_shape``), inputs are taken as raw
-and normalised as ``(x - mean) / std`` before the members see them. Without that key the
-inputs are taken as already normalised (the Python :class:`~freetickets.ensembles.Ensemble` API
-never normalises).
+Normalisation: by default the inputs are in the data set's raw form (CIFAR/ImageNet: ``uint8``
+pixel values as stored; MNIST-1D: the package's float arrays) and the run's recorded
+normalisation is applied, exactly as in training and evaluation. ``normalized=True``
+(``--normalized``) takes inputs already in the members' input space. Rows holding NaN or
+infinity are refused in one line that counts them. The Python equivalent is
+:meth:`Ensemble.preprocess` followed by :meth:`Ensemble.predict_proba`.
 
 Output (written atomically), chosen by the output suffix:
 
@@ -29,6 +31,7 @@ import torch
 
 from freetickets.errors import UserError
 from freetickets.ensembles.ensemble import Ensemble, uncertainty_from_probs
+from freetickets.ensembles.inputs import prepare_inputs
 from freetickets.utils.io import atomic_write, atomic_write_text
 
 __all__ = ["predict_file", "load_inputs", "UNCERTAINTY_COLUMNS"]
@@ -36,11 +39,11 @@ __all__ = ["predict_file", "load_inputs", "UNCERTAINTY_COLUMNS"]
 UNCERTAINTY_COLUMNS = ("entropy", "mutual_information", "disagreement")
 
 
-def load_inputs(input_path: str | os.PathLike, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Read a ``.npy`` file as a float32 array ``(N, *input_shape)``.
+def load_inputs(input_path: str | os.PathLike) -> np.ndarray:
+    """Read a numeric ``.npy`` file as it is stored (dtype and shape unchanged).
 
-    Raises :class:`UserError` for a missing/unreadable file, an object array, a non-numeric
-    dtype, or a shape other than ``(N, *input_shape)`` or ``input_shape``.
+    Raises :class:`UserError` for a missing/unreadable file, an archive, an object array or a
+    non-numeric dtype.
     """
     input_path = Path(input_path)
     if not input_path.is_file():
@@ -55,38 +58,13 @@ def load_inputs(input_path: str | os.PathLike, input_shape: tuple[int, ...]) -> 
         raise UserError(f"{input_path}: not a readable .npy array ({exc})") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
         raise UserError(f"{input_path}: expected a single .npy array, got an archive")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise UserError(f"{input_path}: expected a numeric array, got dtype {arr.dtype}")
-    input_shape = tuple(input_shape)
-    if arr.shape == input_shape:
-        arr = arr[None]
-    elif arr.shape[1:] != input_shape:
-        raise UserError(
-            f"{input_path}: input shape mismatch: expected (N, {', '.join(map(str, input_shape))}) "
-            f"or {input_shape}, got {tuple(arr.shape)}"
-        )
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _normalizer(manifest: dict, input_shape: tuple[int, ...]):
-    norm = manifest.get("normalization")
-    if norm is None:
-        return None
-    try:
-        mean = np.asarray(norm["mean"], dtype=np.float32)
-        std = np.asarray(norm["std"], dtype=np.float32)
-    except (KeyError, TypeError, ValueError):
-        raise UserError("manifest.json: 'normalization' must be {\"mean\": [...], \"std\": [...]}") from None
-    channels = input_shape[0] if input_shape else 1
-    if mean.shape not in ((channels,), (1,)) or std.shape != mean.shape or not np.all(std > 0):
-        raise UserError(
-            f"manifest.json: 'normalization' needs {channels} mean and positive std values "
-            f"(one per channel), got mean {mean.tolist()} std {std.tolist()}"
-        )
-    bshape = (1, -1) + (1,) * (len(input_shape) - 1)
-    mean_t = torch.from_numpy(mean).reshape(bshape)
-    std_t = torch.from_numpy(std).reshape(bshape)
-    return lambda x: (x - mean_t.to(x.device)) / std_t.to(x.device)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise UserError(f"{input_path}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # torch reads native byte order only
+    return arr
 
 
 def predict_file(
@@ -96,12 +74,14 @@ def predict_file(
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
     partial: bool = False,
+    normalized: bool = False,
 ) -> Path:
     """Predict class probabilities and uncertainty for every input in ``input_path``.
 
     Loads the completed run ``run_dir`` as an :class:`Ensemble`, evaluates the inputs in batches
     of ``batch_size``, writes ``output_path`` (``.npz`` or ``.csv``; default
     ``<input stem>.pred.npz`` next to the input) atomically and returns its path.
+    ``normalized``: the inputs are already normalised (else the run's normalisation is applied).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
@@ -115,15 +95,11 @@ def predict_file(
 
     ens = Ensemble.load(run_dir, device=device, partial=partial)
     manifest = ens.manifest or {}
-    input_shape = tuple(int(s) for s in manifest["input_shape"])
-    arr = load_inputs(input_path, input_shape)
-    normalize = _normalizer(manifest, input_shape)
+    inputs = prepare_inputs(load_inputs(input_path), manifest, normalized=normalized, what=str(input_path))
 
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in ("probs", *UNCERTAINTY_COLUMNS)}
-    for start in range(0, arr.shape[0], batch_size):
-        x = torch.from_numpy(arr[start : start + batch_size]).to(ens.device)
-        if normalize is not None:
-            x = normalize(x)
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size].to(ens.device)
         member_probs = ens.member_probs(x)
         outs["probs"].append(member_probs.mean(dim=0).float().cpu())
         unc = uncertainty_from_probs(member_probs)

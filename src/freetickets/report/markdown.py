@@ -124,6 +124,25 @@ def _section(lines: list[str], title: str, table: str, intro: str | None = None)
     lines += [table.rstrip("\n"), ""]
 
 
+def _chance_warning(seeds: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """A warning section naming the tickets whose validation accuracy was at chance level (the
+    run manifest's ``chance_level``, see :func:`freetickets.train.rundir.chance_threshold`)."""
+    found = []
+    for i, seed in enumerate(seeds):
+        for m, ev in seed.items():
+            chance = ev.get("chance_level") if isinstance(ev, Mapping) else None
+            if chance and chance.get("tickets"):
+                where = f"{method_label(m)}" + (f" (seed {i + 1})" if len(seeds) > 1 else "")
+                found.append(f"- **{where}**: member(s) {', '.join(map(str, chance['tickets']))} at or below "
+                             f"{100 * chance['threshold']:.1f}% validation accuracy (chance "
+                             f"{100 * chance['accuracy']:.1f}%).")
+    if not found:
+        return []
+    return ["## Warning: tickets at chance level", "",
+            "These tickets predict no better than a guess; their method's numbers below include them.", "",
+            *found, ""]
+
+
 def write_report(
     out_dir: str | os.PathLike,
     per_seed_results: Sequence[Mapping[str, Mapping[str, Any]]],
@@ -170,6 +189,7 @@ def write_report(
         "and Brier). Cost columns are ratios to one dense model. M is the number of members; "
         "disagreement is the mean pairwise fraction of test points whose predicted classes differ.",
     )
+    lines += _chance_warning(seeds)
     _section(lines, "Claims", claims_table(compute_claims(seeds), "markdown"), CLAIMS_INTRO)
     _section(lines, "Out-of-distribution detection", ood_table(seeds, "markdown"),
              "Score: the ensemble's maximum softmax probability (in-distribution positive).")

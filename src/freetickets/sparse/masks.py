@@ -45,6 +45,14 @@ def global_magnitude_masks(
     ``name -> tensor`` pairs), keeps exactly ``round(N * (1 - sparsity))`` weights of largest
     ``|w|``; ties are broken by the position in the concatenation (layer order, then flat
     index): the lower position is kept first. Masks have each weight's shape and device.
+
+    Minimum per layer: every output unit (row ``w[j]``: an output neuron of a ``Linear``, an
+    output channel of a convolution; a 1-D weight counts as one unit) keeps its largest-magnitude
+    weight (ties: the lowest index). One threshold over all layers alone can empty a layer whose
+    weights are small by initialisation (a wide classifier next to narrow convolutions): the
+    ticket then predicts one class. The reserved weights count towards the kept total; the rest
+    is chosen globally as above. If the kept total cannot cover one weight per output unit, a
+    one-line ``ValueError`` names the largest sparsity that can.
     """
     sparsity = validate_sparsity(sparsity)
     if isinstance(model_or_named_params, nn.Module):
@@ -59,7 +67,14 @@ def global_magnitude_masks(
     with torch.no_grad():
         scores = torch.cat([p.detach().reshape(-1).abs().float().to(device) for _, p in named])
         keep = round_half_up((1.0 - sparsity) * scores.numel())
-        chosen = select_largest(scores, torch.ones_like(scores, dtype=torch.bool), keep)
+        reserved = _row_maxima(named, scores)
+        n_reserved = int(reserved.sum())
+        if n_reserved > keep:
+            raise ValueError(
+                f"sparsity {sparsity}: keeps {keep} of {scores.numel()} weights, fewer than the {n_reserved} output "
+                f"units of the sparse layers (one weight each); use a sparsity of at most "
+                f"{1.0 - n_reserved / scores.numel():.4f}")
+        chosen = select_largest(scores, ~reserved, keep - n_reserved) | reserved
     del scores
     out: dict[str, torch.Tensor] = {}
     start = 0
@@ -68,6 +83,21 @@ def global_magnitude_masks(
         out[name] = chosen[start:start + n].view(p.shape).to(p.device, copy=True)
         start += n
     return out
+
+
+def _row_maxima(named: list[tuple[str, torch.Tensor]], scores: torch.Tensor) -> torch.Tensor:
+    """Bool over the concatenated ``scores``: the largest entry of every output unit (row) of
+    every weight (``torch.argmax`` takes the first of tied maxima)."""
+    reserved = torch.zeros_like(scores, dtype=torch.bool)
+    start = 0
+    for _, p in named:
+        n = p.numel()
+        rows = scores[start:start + n].view(p.shape[0] if p.dim() > 1 else 1, -1)
+        cols = rows.shape[1]
+        picks = rows.argmax(dim=1) + torch.arange(rows.shape[0], device=scores.device) * cols
+        reserved[start + picks] = True
+        start += n
+    return reserved
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:

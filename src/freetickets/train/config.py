@@ -288,6 +288,15 @@ DATA_SHAPES = {"mnist1d": (10, (1, 40)), "cifar10": (10, (3, 32, 32)), "cifar100
                "imagenet": (1000, (3, 224, 224))}
 
 
+def default_data_hint(data: str, given: bool | None = None) -> str:
+    """A suffix for a model/input mismatch on the default data set: the user may not know that
+    ``--data`` defaults to it. ``given``: whether ``--data`` was passed (None: not known)."""
+    if given or data != TrainConfig.data:
+        return ""
+    return (f" (--data defaults to {TrainConfig.data}, inputs {DATA_SHAPES[TrainConfig.data][1]}; "
+            "pass --data, e.g. cifar10, for this model)")
+
+
 def check_model(cfg: TrainConfig) -> None:
     """Build ``cfg.model`` with ``cfg.model_kwargs`` for ``cfg.data``'s shape and run one forward
     pass of two samples, so an unknown name, a bad option or a model that cannot take the data's
@@ -320,11 +329,11 @@ def check_model(cfg: TrainConfig) -> None:
             raise UserError(msg) from None
         if msg.startswith("name: "):
             msg = msg[len("name: "):]
-        raise UserError(f"--model: {msg}") from None
+        raise UserError(f"--model: {msg}{'' if msg.startswith('unknown') else default_data_hint(cfg.data)}") from None
     except Exception as exc:  # whatever the factory raises for these options is a configuration error
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"--model: cannot build {cfg.model!r} with model_kwargs {cfg.model_kwargs} for "
-                        f"{cfg.data}: {first}") from None
+                        f"{cfg.data}: {first}{default_data_hint(cfg.data)}") from None
     if cfg.is_sparse and (cfg.include or cfg.exclude):
         from freetickets.train.sparse_options import selected_parameters
 

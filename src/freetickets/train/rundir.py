@@ -6,6 +6,7 @@ sparsity, tickets, FLOPs), so nothing ever parses a path to learn it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -235,3 +236,36 @@ def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tup
         "tickets": [],
         "flops": {},
     }
+
+
+#: Standard errors above the chance accuracy within which a ticket counts as guessing.
+CHANCE_MARGIN_SE = 3.0
+
+
+def chance_threshold(num_classes: int, val_size: int | None) -> float:
+    """The validation accuracy at or below which a ticket is at chance level.
+
+    Chance is ``p = 1 / C`` (a uniform guess, or one class on a balanced split). A guesser's
+    accuracy on ``n`` validation samples has standard error ``sqrt(p (1 - p) / n)``; the threshold
+    is ``p`` plus :data:`CHANCE_MARGIN_SE` = 3 of them (a guesser exceeds it with probability
+    about 0.1%), so a flagged ticket is not distinguishable from guessing. Without a known
+    ``n`` the margin is 0. C = 10, n = 1000: 0.1 + 0.0285 = 0.1285.
+    """
+    p = 1.0 / num_classes
+    margin = CHANCE_MARGIN_SE * math.sqrt(p * (1.0 - p) / val_size) if val_size else 0.0
+    return p + margin
+
+
+def mark_chance_tickets(manifest: dict[str, Any], val_size: int | None) -> list[int]:
+    """Set ``"at_chance"`` on every ticket entry and ``manifest["chance_level"]`` =
+    ``{"accuracy", "threshold", "val_size", "tickets": [members at chance]}``; return those members."""
+    num_classes = int(manifest["num_classes"])
+    threshold = chance_threshold(num_classes, val_size)
+    flagged = []
+    for t in manifest.get("tickets", []):
+        t["at_chance"] = bool(t["val_accuracy"] <= threshold)
+        if t["at_chance"]:
+            flagged.append(int(t["member"]))
+    manifest["chance_level"] = {"accuracy": 1.0 / num_classes, "threshold": threshold, "val_size": val_size,
+                                "tickets": flagged}
+    return flagged

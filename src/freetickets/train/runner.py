@@ -31,7 +31,7 @@ from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, br
 from freetickets.train.preempt import RunGuard
 from freetickets.train.job_state import JobState, new_sums
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
-from freetickets.train.rundir import RunDir, new_manifest
+from freetickets.train.rundir import RunDir, mark_chance_tickets, new_manifest
 from freetickets.train.schedules import EpochSpec, warmup_factor
 from freetickets.train.trajectories import TrajectoryRecorder
 
@@ -146,7 +146,7 @@ class Trainer:
         if ckpt is None:
             manifest = new_manifest(cfg.to_dict(), num_classes=ctx.data.num_classes,
                                     input_shape=tuple(ctx.data.input_shape),
-                                    normalization=getattr(ctx.data, "normalization", None))
+                                    normalization=ctx.data.normalization)
             ctx.state = {"job_index": 0, "tickets": [], "train_flops_total": 0.0, "parents": {},
                          "source_manifest": ctx.state.get("source_manifest")}
             if ctx.dist.is_main:
@@ -201,6 +201,10 @@ class Trainer:
                                      else sum(forward_flops(lf, t.get("densities") or {}) for t in tickets)),
             "dense_inference_per_sample": dense_fwd,
         }
+        if mark_chance_tickets(manifest, split_size(ctx.data.val)) and complete:
+            log.warning("%s: ticket(s) %s have validation accuracy at chance level (<= %.4f): they predict no "
+                        "better than a guess", self.run.root, manifest["chance_level"]["tickets"],
+                        manifest["chance_level"]["threshold"])
         manifest["status"] = "complete" if complete else "running"
         if ctx.dist.is_main:
             self.run.write_manifest(manifest)
@@ -306,7 +310,7 @@ class Trainer:
                 loss = loss * loss_scale(batch_size, global_batch, ctx.dist)
             if not math.isfinite(loss_value):
                 raise NonFiniteError(
-                    f"non-finite loss ({loss_value}) at epoch {spec.epoch}, step {st.global_step}, member "
+                    f"non-finite loss ({loss_value}) at epoch {spec.number}, step {st.global_step}, member "
                     f"{job.member} ({job.kind}); the last good checkpoint is kept in {run.checkpoint}")
             st.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -336,7 +340,7 @@ class Trainer:
                 if stop or (cfg.checkpoint_every_steps and st.global_step % cfg.checkpoint_every_steps == 0):
                     self._checkpoint_job(ctx, job, st, spec, b + 1)
                 if stop:
-                    self.guard.stop(ctx.dist, f"after step {st.global_step} (epoch {spec.epoch}, batch {b + 1} of "
+                    self.guard.stop(ctx.dist, f"after step {st.global_step} (epoch {spec.number}, batch {b + 1} of "
                                     f"{last}, {self._desc(job, spec)})", run.checkpoint)
         if pbar is not None:
             pbar.close()
@@ -363,14 +367,14 @@ class Trainer:
         improved = spec.takes_ticket and (st.best is None or job.select == "last"
                                           or val_acc > st.best["val_accuracy"])
         if improved:
-            st.best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.epoch}
+            st.best = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": spec.number}
             if ctx.dist.is_main:
                 save_ticket(self._ticket_path(job, spec), st.model, st.engine.masks if st.engine is not None else {},
                             {"member": self._ticket_index(job, spec), "seed": job.seed, "phase": spec.phase,
-                             "phase_index": spec.phase_index, "epoch": spec.epoch, "val_accuracy": val_acc})
+                             "phase_index": spec.phase_index, "epoch": spec.number, "val_accuracy": val_acc})
         stats = st.engine.stats() if st.engine is not None else None
         row = {"job": job_index, "kind": job.kind, "member": job.member, "phase": spec.phase,
-               "phase_index": spec.phase_index, "epoch": spec.epoch, "lr": spec.lr,
+               "phase_index": spec.phase_index, "epoch": spec.number, "lr": spec.lr,
                "train_loss": epoch_sums["loss"] / max(epoch_sums["seen"], 1),
                "train_accuracy": epoch_sums["correct"] / max(epoch_sums["seen"], 1),
                "val_loss": val_loss, "val_accuracy": val_acc, "best": improved,
@@ -384,7 +388,7 @@ class Trainer:
         # rows written so far: a resume truncates metrics.jsonl to the checkpoint's count
         ctx.state["metrics_rows"] = ctx.state.get("metrics_rows", 0) + 1
         log.info("%s epoch %d/%d lr %.4g train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
-                 self._desc(job, spec), spec.epoch + 1, len(job.plan), spec.lr, row["train_loss"],
+                 self._desc(job, spec), spec.number, len(job.plan), spec.lr, row["train_loss"],
                  row["train_accuracy"], val_loss, val_acc, " *" if improved else "")
         if ctx.callback is not None:
             ctx.callback(row)
@@ -397,7 +401,7 @@ class Trainer:
         if spec.epoch + 1 < len(job.plan):
             self._checkpoint_job(ctx, job, st, spec, 0, next_epoch=True)
             if self.guard.should_stop(ctx.dist, ctx.device):
-                self.guard.stop(ctx.dist, f"at the end of epoch {spec.epoch} (step {st.global_step}, "
+                self.guard.stop(ctx.dist, f"at the end of epoch {spec.number} (step {st.global_step}, "
                                 f"{self._desc(job, spec)})", run.checkpoint)
 
     def _checkpoint_job(self, ctx: RunContext, job: Job, st: JobState, spec: EpochSpec, batch: int,
@@ -432,7 +436,7 @@ class Trainer:
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise NonFiniteError(
-                    f"non-finite weight '{name}' {when} at epoch {spec.epoch}, step {step}, member {job.member}"
+                    f"non-finite weight '{name}' {when} at epoch {spec.number}, step {step}, member {job.member}"
                     f" ({job.kind}); the last good checkpoint is kept in {self.run.checkpoint}")
 
     def _parent_flops(self, ctx: RunContext, job: Job) -> float:

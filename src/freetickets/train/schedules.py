@@ -24,15 +24,30 @@ class EpochSpec:
     phase_end: bool  # last epoch of a phase (EDST tickets are taken here)
     takes_ticket: bool = True  # False: this epoch never becomes a ticket (EDST exploration)
 
+    @property
+    def number(self) -> int:
+        """The epoch as users read it: 1-based within the job (the log, metrics.jsonl, the
+        manifest's ticket ``epoch``, trajectories, messages). ``epoch`` is the 0-based index."""
+        return self.epoch + 1
+
 
 def multistep_lr(base_lr: float, epoch: int, epochs: int, milestones: list[float], gamma: float) -> float:
     """``base_lr × gamma^k`` where k counts milestones (fractions of ``epochs``) already passed.
 
-    Milestone epochs are ``int(f × epochs)``: with 250 epochs and (0.5, 0.75) that is 125 and 187,
-    the released code's schedule.
+    Milestone epochs are ``max(1, int(f × epochs))``: with 250 epochs and (0.5, 0.75) that is 125
+    and 187, the released code's schedule. A milestone never falls on the first epoch (index 0),
+    so a short run (``--epochs 1``, a smoke test) trains at ``base_lr`` first: with (0.5, 0.75)
+    one epoch runs at ``base_lr``, two at ``[base_lr, base_lr × gamma²]``, three at
+    ``[base_lr, base_lr × gamma, base_lr × gamma²]``.
     """
-    passed = sum(1 for f in milestones if epoch >= int(f * epochs))
+    passed = sum(1 for f in milestones if epoch >= milestone_epoch(f, epochs))
     return base_lr * gamma**passed
+
+
+def milestone_epoch(fraction: float, epochs: int) -> int:
+    """The 0-based epoch index at which a multistep milestone at ``fraction`` of ``epochs`` takes
+    effect: ``int(fraction × epochs)``, but never 0 (the first epoch always runs at the base lr)."""
+    return max(1, int(fraction * epochs))
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:

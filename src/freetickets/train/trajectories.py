@@ -5,8 +5,8 @@ Layout in the run directory: ``trajectories/job<j>.npz`` per training job ``j`` 
 for dense/deep/DST/static; the single EDST job; PF's parents and fine-tuning jobs), with
 
 * ``probs``: ``(E, P, C)`` float16, softmax probabilities after epoch ``epoch[e]``;
-* ``epoch``, ``phase_index``: ``(E,)`` int64, the job-plan epoch and its phase (EDST: refinement
-  phase = ticket index; exploration epochs have phase ``explore``);
+* ``epoch``, ``phase_index``: ``(E,)`` int64, the job-plan epoch (1-based, as everywhere
+  users read epochs) and its phase (EDST: refinement phase = ticket index; exploration epochs have phase ``explore``);
 * ``phase``: ``(E,)`` unicode; ``probe_index``: ``(P,)`` int64, the probed validation rows;
 * ``meta``: a 0-d unicode JSON string ``{"member", "kind", "tickets", "job"}`` of the job.
 
@@ -118,7 +118,7 @@ class TrajectoryRecorder:
 
     def record(self, model: nn.Module, spec: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
                ) -> None:
-        """Write the row of epoch ``spec.epoch``; rows of that epoch or later are replaced.
+        """Write the row of epoch ``spec.number`` (1-based); rows of that epoch or later are replaced.
         ``forward``: as for :meth:`probs`."""
         if not self.enabled:
             return
@@ -126,13 +126,13 @@ class TrajectoryRecorder:
         if p is None:
             return
         old = _read(self.path)
-        keep = (old["epoch"] < spec.epoch) if old is not None and old["probs"].shape[1:] == p.shape else None
+        keep = (old["epoch"] < spec.number) if old is not None and old["probs"].shape[1:] == p.shape else None
 
         def stack(key: str, new: np.ndarray) -> np.ndarray:
             return np.concatenate([old[key][keep], new]) if keep is not None else new
         arrays = {
             "probs": stack("probs", p[None]),
-            "epoch": stack("epoch", np.asarray([spec.epoch], dtype=np.int64)),
+            "epoch": stack("epoch", np.asarray([spec.number], dtype=np.int64)),
             "phase_index": stack("phase_index", np.asarray([spec.phase_index], dtype=np.int64)),
             "phase": stack("phase", np.asarray([str(spec.phase)])),
             "probe_index": self.idx.numpy(),
