@@ -202,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from freetickets.evaluation import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data_dir=args.data_dir, ood=args.ood, corruptions=args.corruptions,
-                          device=args.device, partial=args.partial)
+                          device=args.device, partial=args.partial, calibrate=args.calibrate)
     _out(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--corruptions", default="builtin", metavar="{builtin,DIR,none}",
                    help="corruption source: builtin (MNIST-1D-C), a CIFAR-C directory, or none")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--calibrate", default="temperature", choices=["temperature", "none"],
+                   help="temperature (default): also report NLL, ECE and Brier after temperature scaling "
+                        "fitted on the run's validation split (beside the raw ones); none: skip it")
     e.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("-v", "--verbose", action="store_true")

@@ -2,6 +2,16 @@
 
 Scores come from the ensemble's predictive distribution; the detection metrics treat
 in-distribution (ID) as the *positive* class and assume that a *higher score means more ID*.
+
+Logit scores (:func:`logit_scores`: MaxLogit, Hendrycks et al. 2022; energy, Liu et al. 2020)
+need the members' logits, not their probabilities: softmax forgets the logits' per-sample
+offset, which is exactly what these scores read. For an ensemble they are the **mean over
+members of each member's score**, not the score of the mean logit, because a freetickets
+ensemble predicts with the mean of member *probabilities*: there is no ensemble logit vector,
+and averaging logits of independently trained members would score a different model (one whose
+logit offsets mix). The mean of member scores keeps each score on the scale it was defined on,
+is what a single-model baseline reports for ``M = 1``, and averages per sample just as ``p̄``
+averages member predictions.
 """
 from __future__ import annotations
 
@@ -13,10 +23,36 @@ from torch import Tensor
 
 from freetickets.metrics._validate import as_members
 
-__all__ = ["ood_scores", "ood_metrics", "fpr_at_tpr"]
+__all__ = ["ood_scores", "logit_scores", "ood_metrics", "fpr_at_tpr", "OOD_SCORE_SIGNS"]
+
+#: Sign that makes each score of :func:`ood_scores` "higher = more in-distribution", the
+#: orientation :func:`ood_metrics` expects: pass ``sign * score``.
+OOD_SCORE_SIGNS: dict[str, float] = {
+    "msp": 1.0, "entropy": -1.0, "mutual_information": -1.0, "max_logit": 1.0, "energy": -1.0,
+}
 
 
-def ood_scores(member_probs: Tensor) -> dict[str, Tensor]:
+def logit_scores(member_logits: Tensor) -> dict[str, Tensor]:
+    """MaxLogit and energy of an ensemble from its members' logits; each float64 of shape (N,).
+
+    member_logits: (M, N, C) member logits, or (N, C) for a single model. Per member ``m``:
+
+    - ``"max_logit"``: mean_m max_c z_{m, c}. **Higher = more in-distribution.**
+    - ``"energy"``: mean_m E_m with the free energy ``E_m = -logsumexp_c z_{m, c}`` (temperature
+      1). **Higher = more OoD**; pass ``-energy`` (the "energy score" logsumexp) to
+      :func:`ood_metrics`.
+
+    Why the mean of member scores and not the score of the mean logit: module docstring.
+    """
+    members, _ = as_members(member_logits, "member_logits")
+    z = members.to(torch.float64)
+    return {
+        "max_logit": z.max(dim=2).values.mean(dim=0),
+        "energy": -torch.logsumexp(z, dim=2).mean(dim=0),
+    }
+
+
+def ood_scores(member_probs: Tensor, member_logits: Tensor | None = None) -> dict[str, Tensor]:
     """Per-sample uncertainty scores of an ensemble; each value is float64 of shape (N,).
 
     member_probs: (M, N, C) member softmax probabilities, or (N, C) for a single model.
@@ -29,17 +65,27 @@ def ood_scores(member_probs: Tensor) -> dict[str, Tensor]:
     - ``"mutual_information"``: H(p̄) - mean_m H(p_m), the members' disagreement (epistemic
       part). **Higher = more OoD**; pass its negation. It is non-negative in exact arithmetic
       (Jensen) and clamped at 0 against round-off; identically 0 for M = 1.
+
+    With ``member_logits`` (M, N, C) (the logits the probabilities came from) the result also
+    holds ``"max_logit"`` and ``"energy"`` of :func:`logit_scores`.
     """
     members, _ = as_members(member_probs, "member_probs")
     p = members.to(torch.float64)
     mean = p.mean(dim=0)  # (N, C)
     entropy = -torch.special.xlogy(mean, mean).sum(dim=1)
     member_entropy = -torch.special.xlogy(p, p).sum(dim=2).mean(dim=0)
-    return {
+    scores = {
         "msp": mean.max(dim=1).values,
         "entropy": entropy,
         "mutual_information": (entropy - member_entropy).clamp_min(0.0),
     }
+    if member_logits is not None:
+        logits, _ = as_members(member_logits, "member_logits")
+        if logits.shape != members.shape:
+            raise ValueError(f"member_logits must have the shape of member_probs {tuple(members.shape)}, "
+                             f"got {tuple(logits.shape)}")
+        scores.update(logit_scores(logits))
+    return scores
 
 
 def _as_numpy_scores(scores, name: str) -> np.ndarray:
