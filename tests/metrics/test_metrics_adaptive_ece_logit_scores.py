@@ -1,0 +1,95 @@
+"""Adaptive (equal-mass) ECE and the logit OoD scores (MaxLogit, energy): known answers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from freetickets.metrics import OOD_SCORE_SIGNS, adaptive_ece, ece, logit_scores, ood_scores
+
+
+def _binary(confidence: list[float], correct: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    c = torch.tensor(confidence, dtype=torch.float64)
+    return torch.stack([c, 1 - c], dim=1), torch.tensor([0 if ok else 1 for ok in correct])
+
+
+def test_adaptive_ece_known_answer_two_equal_bins():
+    # Sorted confidences [0.6, 0.7 | 0.8, 0.9], correct [1, 0 | 1, 1]:
+    # bin 1 |0.5 - 0.65| = 0.15, bin 2 |1 - 0.85| = 0.15, each half the samples.
+    probs, labels = _binary([0.9, 0.6, 0.8, 0.7], [True, True, True, False])
+    assert float(adaptive_ece(probs, labels, n_bins=2)) == pytest.approx(0.15, abs=1e-15)
+
+
+def test_adaptive_ece_uneven_bins_follow_array_split():
+    # N = 5, B = 2: bins of 3 and 2 samples.
+    probs, labels = _binary([0.6, 0.7, 0.8, 0.9, 0.95], [False, True, True, True, True])
+    low = abs(2 / 3 - (0.6 + 0.7 + 0.8) / 3) * 3 / 5
+    high = abs(1.0 - (0.9 + 0.95) / 2) * 2 / 5
+    assert float(adaptive_ece(probs, labels, n_bins=2)) == pytest.approx(low + high, abs=1e-15)
+
+
+def test_adaptive_ece_with_a_bin_per_sample_is_the_mean_absolute_gap():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(7, 3, generator=g, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, 3, (7,), generator=g)
+    conf, pred = probs.max(1)
+    expected = ((pred == labels).double() - conf).abs().mean()
+    for bins in (7, 20):  # more bins than samples: the extra bins are empty
+        assert float(adaptive_ece(probs, labels, n_bins=bins)) == pytest.approx(float(expected), abs=1e-15)
+
+
+def test_adaptive_ece_one_bin_equals_equal_width_ece_with_one_bin():
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(3, 40, 4, generator=g), dim=2)
+    labels = torch.randint(0, 4, (40,), generator=g)
+    assert adaptive_ece(probs, labels, 1).tolist() == pytest.approx(ece(probs, labels, 1).tolist(), abs=1e-12)
+    assert adaptive_ece(probs, labels).shape == (3,)
+    assert adaptive_ece(probs[0], labels).shape == ()
+
+
+def test_adaptive_ece_rejects_bad_bins():
+    probs, labels = _binary([0.9], [True])
+    with pytest.raises(ValueError, match="n_bins"):
+        adaptive_ece(probs, labels, 0)
+
+
+def test_logit_scores_known_answer():
+    logits = torch.tensor([[0.0, math.log(3.0)]], dtype=torch.float64)
+    out = logit_scores(logits)
+    assert out["max_logit"].tolist() == pytest.approx([math.log(3.0)], abs=1e-15)
+    assert out["energy"].tolist() == pytest.approx([-math.log(4.0)], abs=1e-15)
+
+
+def test_logit_scores_of_an_ensemble_are_means_of_member_scores():
+    members = torch.tensor([[[0.0, 0.0], [1.0, -1.0]],
+                            [[2.0, 0.0], [0.0, 3.0]]])  # (M=2, N=2, C=2)
+    out = logit_scores(members)
+    assert out["max_logit"].tolist() == pytest.approx([(0 + 2) / 2, (1 + 3) / 2])
+    e0 = -(math.log(2.0) + math.log(math.exp(2.0) + 1.0)) / 2
+    e1 = -(math.log(math.exp(1.0) + math.exp(-1.0)) + math.log(1.0 + math.exp(3.0))) / 2
+    assert out["energy"].tolist() == pytest.approx([e0, e1], abs=1e-12)
+    # ... not the energy of the mean logit [1, 0]: -log(e + 1).
+    assert out["energy"][0].item() != pytest.approx(-math.log(math.e + 1.0), abs=1e-3)
+
+
+def test_logit_scores_read_what_softmax_forgets():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    shifted = logits + 3.0
+    a, b = logit_scores(logits), logit_scores(shifted)
+    assert (b["max_logit"] - a["max_logit"]).tolist() == pytest.approx([3.0] * 5)
+    assert (b["energy"] - a["energy"]).tolist() == pytest.approx([-3.0] * 5)
+    pa, pb = ood_scores(torch.softmax(logits, -1)), ood_scores(torch.softmax(shifted, -1))
+    assert torch.allclose(pa["msp"], pb["msp"])
+
+
+def test_ood_scores_with_logits_hold_every_score():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 6, 5, generator=g)
+    out = ood_scores(torch.softmax(logits, -1), logits)
+    assert set(out) == set(OOD_SCORE_SIGNS) == {"msp", "entropy", "mutual_information", "max_logit", "energy"}
+    assert all(v.shape == (6,) and v.dtype == torch.float64 for v in out.values())
+    assert set(ood_scores(torch.softmax(logits, -1))) == {"msp", "entropy", "mutual_information"}
+    with pytest.raises(ValueError, match="member_logits"):
+        ood_scores(torch.softmax(logits, -1), logits[:, :3])
