@@ -61,16 +61,26 @@ def test_logit_scores_known_answer():
     assert out["energy"].tolist() == pytest.approx([-math.log(4.0)], abs=1e-15)
 
 
-def test_logit_scores_of_an_ensemble_are_means_of_member_scores():
+def test_logit_scores_of_an_ensemble_are_scores_of_the_mean_logit():
     members = torch.tensor([[[0.0, 0.0], [1.0, -1.0]],
-                            [[2.0, 0.0], [0.0, 3.0]]])  # (M=2, N=2, C=2)
+                            [[2.0, 0.0], [-1.0, 3.0]]], dtype=torch.float64)  # (M=2, N=2, C=2)
     out = logit_scores(members)
-    assert out["max_logit"].tolist() == pytest.approx([(0 + 2) / 2, (1 + 3) / 2])
-    e0 = -(math.log(2.0) + math.log(math.exp(2.0) + 1.0)) / 2
-    e1 = -(math.log(math.exp(1.0) + math.exp(-1.0)) + math.log(1.0 + math.exp(3.0))) / 2
-    assert out["energy"].tolist() == pytest.approx([e0, e1], abs=1e-12)
-    # ... not the energy of the mean logit [1, 0]: -log(e + 1).
-    assert out["energy"][0].item() != pytest.approx(-math.log(math.e + 1.0), abs=1e-3)
+    # Mean logits: [1, 0] and [0, 1].
+    assert out["max_logit"].tolist() == pytest.approx([1.0, 1.0], abs=1e-15)
+    assert out["energy"].tolist() == pytest.approx([-math.log(math.e + 1.0)] * 2, abs=1e-15)
+    # Sample 1's members disagree (class 0 vs class 1): its score is below the mean member score.
+    mean_member_max = members.max(2).values.mean(0)
+    assert mean_member_max.tolist() == pytest.approx([1.0, 2.0])
+    assert out["max_logit"][1] < mean_member_max[1]
+
+
+def test_one_member_gives_the_single_model_scores():
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    for inp in (z, z.unsqueeze(0)):
+        out = logit_scores(inp)
+        assert torch.equal(out["max_logit"], z.max(1).values)
+        assert torch.allclose(out["energy"], -torch.logsumexp(z, 1), atol=0, rtol=0)
 
 
 def test_logit_scores_read_what_softmax_forgets():

@@ -74,11 +74,11 @@ def test_ood_blocks_hold_every_score_and_keep_the_default_keys(evaluated, ensemb
         for score in SCORES:
             assert set(entry[score]) == OOD_KEYS, (name, score)
         assert {k: entry[k] for k in OOD_KEYS} == entry["msp"]  # the default score stays at the top
-    # MaxLogit AUROC recomputed from the members' logits (mean of member max logits).
+    # MaxLogit AUROC recomputed from the members' logits (max of the mean member logit).
     name = names[0]
     x = ood_sets("mnist1d", None, names=[name], seed=0, num_samples=TINY["num_samples"])[name]
-    id_score = _logits(ens, data.test.x, data.normalize).max(2).values.mean(0).numpy()
-    ood_score = _logits(ens, x).max(2).values.mean(0).numpy()
+    id_score = _logits(ens, data.test.x, data.normalize).mean(0).max(1).values.numpy()
+    ood_score = _logits(ens, x).mean(0).max(1).values.numpy()
     truth = np.r_[np.ones(id_score.size), np.zeros(ood_score.size)]
     expected = roc_auc_score(truth, np.r_[id_score, ood_score])
     assert evaluated["ensemble"]["ood"][name]["max_logit"]["auroc"] == pytest.approx(expected, abs=1e-6)

@@ -5,13 +5,18 @@ in-distribution (ID) as the *positive* class and assume that a *higher score mea
 
 Logit scores (:func:`logit_scores`: MaxLogit, Hendrycks et al. 2022; energy, Liu et al. 2020)
 need the members' logits, not their probabilities: softmax forgets the logits' per-sample
-offset, which is exactly what these scores read. For an ensemble they are the **mean over
-members of each member's score**, not the score of the mean logit, because a freetickets
-ensemble predicts with the mean of member *probabilities*: there is no ensemble logit vector,
-and averaging logits of independently trained members would score a different model (one whose
-logit offsets mix). The mean of member scores keeps each score on the scale it was defined on,
-is what a single-model baseline reports for ``M = 1``, and averages per sample just as ``p̄``
-averages member predictions.
+offset, which is what these scores read. For an ensemble they are the scores of the **mean
+member logit** ``z̄ = mean_m z_m``, not the mean of the member scores, for two reasons:
+
+- averaging logits first lets the members' disagreement lower the score: by Jensen,
+  ``logsumexp(z̄) <= mean_m logsumexp(z_m)`` and ``max_c z̄_c <= mean_m max_c z_{m, c}``, with
+  the gap growing as members favour different classes, which is the signal an ensemble adds
+  for OoD detection; the mean of member scores cannot see whether the members agree;
+- it is torch-uncertainty's convention (its ``MaxLogitCriterion`` and ``EnergyCriterion``
+  average the estimators' logits), so the numbers compare with what users of that library
+  report, and the cross-check tests verify them against it.
+
+For ``M = 1`` both readings are the single model's score.
 """
 from __future__ import annotations
 
@@ -35,20 +40,18 @@ OOD_SCORE_SIGNS: dict[str, float] = {
 def logit_scores(member_logits: Tensor) -> dict[str, Tensor]:
     """MaxLogit and energy of an ensemble from its members' logits; each float64 of shape (N,).
 
-    member_logits: (M, N, C) member logits, or (N, C) for a single model. Per member ``m``:
+    member_logits: (M, N, C) member logits, or (N, C) for a single model. With the mean member
+    logit ``z̄ = mean_m z_m`` (why the mean logit: module docstring):
 
-    - ``"max_logit"``: mean_m max_c z_{m, c}. **Higher = more in-distribution.**
-    - ``"energy"``: mean_m E_m with the free energy ``E_m = -logsumexp_c z_{m, c}`` (temperature
-      1). **Higher = more OoD**; pass ``-energy`` (the "energy score" logsumexp) to
-      :func:`ood_metrics`.
-
-    Why the mean of member scores and not the score of the mean logit: module docstring.
+    - ``"max_logit"``: max_c z̄_c. **Higher = more in-distribution.**
+    - ``"energy"``: the free energy ``E = -logsumexp_c z̄_c`` (temperature 1). **Higher = more
+      OoD**; pass ``-energy`` (the "energy score" logsumexp) to :func:`ood_metrics`.
     """
     members, _ = as_members(member_logits, "member_logits")
-    z = members.to(torch.float64)
+    mean = members.to(torch.float64).mean(dim=0)  # (N, C)
     return {
-        "max_logit": z.max(dim=2).values.mean(dim=0),
-        "energy": -torch.logsumexp(z, dim=2).mean(dim=0),
+        "max_logit": mean.max(dim=1).values,
+        "energy": -torch.logsumexp(mean, dim=1),
     }
 
 
