@@ -283,8 +283,10 @@ def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
-                device: str = "auto", command: str | None = None, partial: bool = False) -> Path:
-    """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
+                device: str = "auto", command: str | None = None, partial: bool = False,
+                latency: dict[str, float] | None = None) -> Path:
+    """Evaluate several runs and write a Markdown report with plots to ``out_dir``
+    (``latency``: ``{method: latency ratio to dense}`` for the Pareto plot's latency panels)."""
     from freetickets.report import write_report, write_results_json
 
     results: dict[str, Any] = {}
@@ -305,7 +307,8 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "results.json", data_name, [results])
-    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command)
+    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command,
+                        latency=latency)
 
 
 def _train_size(data: str, num_samples: int | None) -> int:

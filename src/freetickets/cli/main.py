@@ -210,7 +210,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from freetickets.evaluation import report_runs
 
-    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device, partial=args.partial)
+    from freetickets.report.pareto import load_latency
+
+    latency = load_latency(args.latency) if args.latency else None
+    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device, partial=args.partial,
+                       latency=latency)
     _out(f"report written to {path}")
     return 0
 
@@ -282,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument("--data-dir")
+    r.add_argument("--latency", metavar="FILE.json",
+                   help="measured inference latency per method, a JSON object {method: latency / one dense "
+                        "model's} (e.g. from benchmarks/ensemble.py): adds latency panels to the Pareto plot")
     r.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("-v", "--verbose", action="store_true")
