@@ -107,3 +107,23 @@ def test_cli_evaluate_json_has_the_uncertainty_blocks(dst_run, capsys):
     assert "aurc" in e["selective"]
     for entry in e["ood"].values():
         assert {"max_logit", "energy"} <= set(entry)
+
+
+def test_cli_user_errors_of_the_new_flags(dst_run, tmp_path, capsys):
+    import logging
+
+    bad = tmp_path / "latency.json"
+    bad.write_text('{"dst": 0}')
+    logger = logging.getLogger("freetickets")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        rc_latency = main(["report", str(dst_run.root), "--out", str(tmp_path / "r"), "--latency", str(bad)])
+        err_latency = capsys.readouterr().err
+        rc_calibrate = main(["evaluate", str(dst_run.root), "--calibrate", "platt"])
+        err_calibrate = capsys.readouterr().err
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert rc_latency == 2 and "--latency" in err_latency and "Traceback" not in err_latency
+    assert len(err_latency.strip().splitlines()) == 1
+    assert rc_calibrate == 2 and "--calibrate" in err_calibrate
+    assert not (tmp_path / "r").exists()
