@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
 
-    e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, OoD, corruptions, cost)")
+    e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, temperature scaling, selective prediction, OoD, corruptions, cost)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--data-dir", help="directory with the data set files (CIFAR, SVHN, CIFAR-C)")
     e.add_argument("--ood", nargs="*", default=None, metavar="NAME",
