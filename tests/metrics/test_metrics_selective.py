@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from freetickets.metrics import aurc, coverage_at_risk, risk_at_coverage, risk_coverage_curve, selective_summary
 
@@ -128,3 +130,25 @@ def test_bad_fractions_raise(bad):
         risk_at_coverage(probs, labels, bad)
     with pytest.raises(ValueError, match="risk"):
         coverage_at_risk(probs, labels, bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 25), st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_risk_curve_invariants(members, n, classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    # Probabilities rounded to 0.25 steps: many tied confidences.
+    raw = torch.randint(0, 4, (members, n, classes), generator=g).double() + 0.25
+    probs = raw / raw.sum(-1, keepdim=True)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    curve = risk_coverage_curve(probs, labels)
+    mean = probs.mean(0)
+    error_rate = 1.0 - float((mean.argmax(1) == labels).double().mean())
+    assert curve.shape == (n,)
+    assert float(curve[-1]) == pytest.approx(error_rate, abs=1e-12)  # full coverage: the error rate
+    assert 0.0 <= float(aurc(probs, labels)) <= 1.0
+    perm = torch.randperm(n, generator=g)
+    assert risk_coverage_curve(probs[:, perm], labels[perm]).tolist() == pytest.approx(curve.tolist(), abs=1e-12)
+    # Expected number of errors among the first k never decreases and grows by at most 1 per step.
+    errors = curve * torch.arange(1, n + 1, dtype=torch.float64)
+    steps = torch.diff(errors, prepend=torch.zeros(1, dtype=torch.float64))
+    assert bool(((steps >= -1e-12) & (steps <= 1 + 1e-12)).all())

@@ -8,6 +8,9 @@ stand-in ``torchvision`` package written to a temporary directory (never install
 importing torchmetrics and lightning so that their own torchvision checks see the real
 absence, and removes the stand-in from ``sys.path`` and ``sys.modules`` afterwards.
 
+The tensors are continuous random draws, so no two confidences tie: torch-uncertainty orders
+ties arbitrarily (``argsort``), where our risk-coverage curve averages over their orders.
+
 Run ``python tests/metrics/test_metrics_torch_uncertainty_oracle.py`` to print every compared
 value and the absolute difference.
 """
@@ -51,7 +54,7 @@ def import_torch_uncertainty(tmp_dir: Path) -> tuple[ModuleType, ModuleType]:
     what is missing."""
     if importlib.util.find_spec("torch_uncertainty") is None:
         pytest.skip("torch-uncertainty is not installed (it is in the test extra: pip install -e '.[test]')")
-    for dep in ("einops", "seaborn"):
+    for dep in ("einops", "seaborn", "lightning", "torchmetrics"):
         if importlib.util.find_spec(dep) is None:
             pytest.skip(f"torch-uncertainty needs {dep}, which is not installed")
     if importlib.util.find_spec("torchvision") is not None:  # a real torchvision: use it
