@@ -74,19 +74,6 @@ def _temperature_block(ens, data, probs: torch.Tensor, labels: torch.Tensor, bat
     return temperature_scaled_summary(torch.softmax(val_logits, dim=-1), val[1].cpu(), probs, labels)
 
 
-def _ood_entry(id_scores: dict[str, torch.Tensor], scores: dict[str, torch.Tensor], members: int) -> dict[str, Any]:
-    """OoD metrics of one set: the MSP metrics at the top level (the default score, as before)
-    and one block per score (msp, entropy, mutual_information for M > 1, max_logit, energy)."""
-    from freetickets.metrics import OOD_SCORE_SIGNS, ood_metrics
-
-    entry: dict[str, Any] = ood_metrics(id_scores["msp"], scores["msp"])
-    for key, sign in OOD_SCORE_SIGNS.items():
-        if key not in scores or (key == "mutual_information" and members <= 1):
-            continue
-        entry[key] = ood_metrics(sign * id_scores[key], sign * scores[key])
-    return entry
-
-
 def _read_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
@@ -153,7 +140,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     """
     from freetickets.data import corruption_sets, list_ood, load_data, ood_sets
     from freetickets.ensembles.ensemble import Ensemble
-    from freetickets.metrics import corruption_summary, ood_scores, summarize
+    from freetickets.metrics import corruption_summary, ood_entry, ood_scores, summarize
     from freetickets.metrics.calibration import ece
     from freetickets.metrics.classification import accuracy, ensemble_nll
     from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
@@ -203,7 +190,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
         for name, x in sets.items():
             z = member_logits_of(ens, x, batch_size=batch_size)
             s = ood_scores(torch.softmax(z, dim=-1), z)
-            ood_result[name] = _ood_entry(id_scores, s, probs.shape[0])
+            ood_result[name] = ood_entry(id_scores, s, members=probs.shape[0])
             artifacts["ood_scores"][name] = s["msp"]
     result["ensemble"]["ood"] = ood_result
 

@@ -103,3 +103,20 @@ def test_ood_scores_with_logits_hold_every_score():
     assert set(ood_scores(torch.softmax(logits, -1))) == {"msp", "entropy", "mutual_information"}
     with pytest.raises(ValueError, match="member_logits"):
         ood_scores(torch.softmax(logits, -1), logits[:, :3])
+
+
+def test_ood_entry_keeps_msp_at_the_top_and_orients_every_score():
+    from freetickets.metrics import ood_entry, ood_metrics
+
+    g = torch.Generator().manual_seed(6)
+    id_logits, ood_logits = 3 * torch.randn(2, 40, 5, generator=g), torch.randn(2, 30, 5, generator=g)
+    ids = ood_scores(torch.softmax(id_logits, -1), id_logits)
+    oods = ood_scores(torch.softmax(ood_logits, -1), ood_logits)
+    entry = ood_entry(ids, oods, members=2)
+    assert {k: entry[k] for k in ("auroc", "aupr_in", "aupr_out", "fpr95")} == entry["msp"]
+    assert entry["energy"] == ood_metrics(-ids["energy"], -oods["energy"])
+    assert entry["max_logit"] == ood_metrics(ids["max_logit"], oods["max_logit"])
+    assert entry["entropy"]["auroc"] == pytest.approx(1 - ood_metrics(ids["entropy"], oods["entropy"])["auroc"])
+    assert "mutual_information" not in ood_entry(ids, oods, members=1)
+    assert set(ood_entry(ood_scores(torch.softmax(id_logits, -1)), ood_scores(torch.softmax(ood_logits, -1)),
+                         members=2)) == {"auroc", "aupr_in", "aupr_out", "fpr95", "msp", "entropy", "mutual_information"}

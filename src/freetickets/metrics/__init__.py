@@ -18,7 +18,7 @@ from freetickets.metrics.diversity import (
     offdiagonal_mean,
 )
 from freetickets.metrics.ensemble_size import ensemble_size_curve
-from freetickets.metrics.ood import OOD_SCORE_SIGNS, fpr_at_tpr, logit_scores, ood_metrics, ood_scores
+from freetickets.metrics.ood import OOD_SCORE_SIGNS, fpr_at_tpr, logit_scores, ood_entry, ood_metrics, ood_scores
 from freetickets.metrics.selective import aurc, coverage_at_risk, risk_at_coverage, risk_coverage_curve, selective_summary
 from freetickets.metrics.summary import corruption_summary, summarize
 from freetickets.metrics.temperature import fit_temperature, scaled_log_probs, temperature_scaled_summary
@@ -43,6 +43,7 @@ __all__ = [
     "logit_scores",
     "OOD_SCORE_SIGNS",
     "ood_metrics",
+    "ood_entry",
     "fpr_at_tpr",
     "disagreement_matrix",
     "kl_matrix",

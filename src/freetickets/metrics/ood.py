@@ -28,7 +28,7 @@ from torch import Tensor
 
 from freetickets.metrics._validate import as_members
 
-__all__ = ["ood_scores", "logit_scores", "ood_metrics", "fpr_at_tpr", "OOD_SCORE_SIGNS"]
+__all__ = ["ood_scores", "logit_scores", "ood_metrics", "ood_entry", "fpr_at_tpr", "OOD_SCORE_SIGNS"]
 
 #: Sign that makes each score of :func:`ood_scores` "higher = more in-distribution", the
 #: orientation :func:`ood_metrics` expects: pass ``sign * score``.
@@ -154,3 +154,19 @@ def ood_metrics(id_score, ood_score) -> dict[str, float]:
         "aupr_out": float(average_precision_score(1.0 - is_id, -scores)),
         "fpr95": fpr_at_tpr(ids, oods, 0.95),
     }
+
+
+def ood_entry(id_scores: dict[str, Tensor], ood_set_scores: dict[str, Tensor], members: int) -> dict[str, object]:
+    """The evaluation JSON entry of one OoD set from the :func:`ood_scores` of both sets.
+
+    The top level holds the :func:`ood_metrics` of the MSP (the default score, the keys every
+    reader has used); beside them one block of the same four metrics per score present in both
+    (``msp``, ``entropy``, ``mutual_information`` only for ``members > 1`` where it is not
+    identically 0, ``max_logit``, ``energy``), each oriented by :data:`OOD_SCORE_SIGNS`.
+    """
+    entry: dict[str, object] = dict(ood_metrics(id_scores["msp"], ood_set_scores["msp"]))
+    for key, sign in OOD_SCORE_SIGNS.items():
+        if key not in id_scores or key not in ood_set_scores or (key == "mutual_information" and members <= 1):
+            continue
+        entry[key] = ood_metrics(sign * id_scores[key], sign * ood_set_scores[key])
+    return entry
