@@ -12,7 +12,12 @@ from freetickets.report import write_report
 from freetickets.report.pareto import load_latency, pareto_front, pareto_points, plot_pareto
 from freetickets.report.uncertainty_tables import calibration_table, ood_score_table, selective_table
 
-from conftest import make_results
+
+
+@pytest.fixture
+def make_results(factory):
+    """The shared synthetic evaluations (tests/report/conftest.py)."""
+    return factory[1]
 
 
 def _with_uncertainty(results: dict, t_shift: float = 0.0) -> dict:
@@ -36,7 +41,7 @@ def _row(table: str, label: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
-def test_calibration_table_shows_raw_beside_scaled():
+def test_calibration_table_shows_raw_beside_scaled(make_results):
     table = calibration_table([_with_uncertainty(make_results(("dense", "edst")))])
     assert "| T |" in table and "NLL (T)" in table and "Adaptive ECE (%)" in table
     dense = _row(table, "Dense (single)")
@@ -46,18 +51,18 @@ def test_calibration_table_shows_raw_beside_scaled():
                                                 "0.1400"]
 
 
-def test_calibration_table_mean_and_std_over_seeds():
+def test_calibration_table_mean_and_std_over_seeds(make_results):
     seeds = [_with_uncertainty(make_results(("dense",)), t_shift=d) for d in (-0.1, 0.1)]
     assert _row(calibration_table(seeds), "Dense (single)")[5] == "1.500 ± 0.141"
 
 
-def test_selective_table_known_values_and_best_bold():
+def test_selective_table_known_values_and_best_bold(make_results):
     table = selective_table([_with_uncertainty(make_results(("dense", "deep")))])
     assert _row(table, "Dense (single)")[1:] == ["**5.00**", "**2.00**", "**90.00**"]
     assert _row(table, "Deep ensemble")[1:] == ["6.00", "3.00", "80.00"]
 
 
-def test_ood_score_table_per_set_and_score():
+def test_ood_score_table_per_set_and_score(make_results):
     table = ood_score_table([_with_uncertainty(make_results(("dense", "deep")))])
     line = next(l for l in table.splitlines() if l.startswith("| noise | Deep ensemble |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -67,7 +72,7 @@ def test_ood_score_table_per_set_and_score():
     assert "—" in dense
 
 
-def test_tables_are_empty_for_old_evaluations():
+def test_tables_are_empty_for_old_evaluations(make_results):
     old = [make_results(("dense", "edst"))]
     assert calibration_table(old) == selective_table(old) == ood_score_table(old) == ""
 
@@ -91,7 +96,7 @@ def test_pareto_front_ties():
         pareto_front([1.0], [0.5], "more")
 
 
-def test_pareto_points_and_latency_axis():
+def test_pareto_points_and_latency_axis(make_results):
     seeds = [make_results(("dense", "deep", "edst"))]
     points = pareto_points(seeds)
     assert set(points) == {"train_flops"}
@@ -101,7 +106,7 @@ def test_pareto_points_and_latency_axis():
     assert points["latency"]["deep"]["cost"] == 2.8
 
 
-def test_plot_pareto_writes_a_png_with_a_row_per_cost(tmp_path):
+def test_plot_pareto_writes_a_png_with_a_row_per_cost(make_results, tmp_path):
     seeds = [make_results()]
     one = imread(plot_pareto(seeds, tmp_path / "a.png"))
     two = imread(plot_pareto(seeds, tmp_path / "b.png", {"dense": 1.0, "deep": 3.0}))
@@ -124,7 +129,7 @@ def test_load_latency_accepts_ratios_and_rejects_bad_files(tmp_path):
         load_latency(tmp_path / "missing.json")
 
 
-def test_report_has_the_new_sections_and_says_when_latency_is_missing(tmp_path):
+def test_report_has_the_new_sections_and_says_when_latency_is_missing(make_results, tmp_path):
     seeds = [_with_uncertainty(make_results())]
     text = write_report(tmp_path / "a", seeds, data_name="mnist1d").read_text()
     for title in ("## Calibration and temperature scaling", "## Selective prediction", "## OoD detection by score",
