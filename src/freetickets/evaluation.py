@@ -33,6 +33,47 @@ def member_probs_of(ensemble, x: torch.Tensor, *, batch_size: int = 1024, normal
     return torch.cat(out, dim=1)
 
 
+@torch.no_grad()
+def member_logits_of(ensemble, x: torch.Tensor, *, batch_size: int = 1024, normalize=None) -> torch.Tensor:
+    """Member logits ``(M, N, C)`` (float32, on the CPU) of inputs ``x`` (``N`` rows).
+
+    Evaluation keeps the logits, not only the probabilities, because the MaxLogit and energy
+    OoD scores read what softmax forgets; the probabilities are ``softmax(logits)``.
+    """
+    device = ensemble.device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device)
+        if normalize is not None:
+            xb = normalize(xb)
+        out.append(ensemble.member_logits(xb).float().cpu())
+    return torch.cat(out, dim=1)
+
+
+CALIBRATIONS = ("temperature", "none")
+
+
+def _validation_xy(data) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The validation split's ``(x, y)`` tensors, or None where the data set keeps no tensors."""
+    val = getattr(data, "val", None)
+    x, y = getattr(val, "x", None), getattr(val, "y", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.shape[0] == 0:
+        return None
+    return x, y
+
+
+def _temperature_block(ens, data, probs: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    """The ``temperature_scaled`` block: T fitted on the validation split, scored on the test set."""
+    from freetickets.metrics.temperature import temperature_scaled_summary
+
+    val = _validation_xy(data)
+    if val is None:
+        log.warning("evaluate: no validation split in memory for this data set; temperature scaling skipped")
+        return None
+    val_logits = member_logits_of(ens, val[0], batch_size=batch_size, normalize=data.normalize)
+    return temperature_scaled_summary(torch.softmax(val_logits, dim=-1), val[1].cpu(), probs, labels)
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
@@ -86,8 +127,12 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Sequence[str] | None = None,
                  corruptions: str | None = "builtin", device: str = "auto", batch_size: int = 1024,
-                 return_artifacts: bool = False, partial: bool = False):
+                 return_artifacts: bool = False, partial: bool = False, calibrate: str = "temperature"):
     """Evaluate the tickets of a completed run on the test split, OoD sets and corruptions.
+
+    ``calibrate``: ``"temperature"`` (default) adds ``ensemble.temperature_scaled`` (one
+    temperature fitted on the run's validation split, the scaled test NLL, ECE and Brier beside
+    the raw ones); ``"none"`` leaves it out.
 
     Returns the §2.4 object (and, with ``return_artifacts``, a dict with the test ``probs``
     ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots). ``partial``: evaluate the
@@ -95,7 +140,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     """
     from freetickets.data import corruption_sets, list_ood, load_data, ood_sets
     from freetickets.ensembles.ensemble import Ensemble
-    from freetickets.metrics import corruption_summary, ood_metrics, ood_scores, summarize
+    from freetickets.metrics import corruption_summary, ood_entry, ood_scores, summarize
     from freetickets.metrics.calibration import ece
     from freetickets.metrics.classification import accuracy, ensemble_nll
     from freetickets.metrics.diversity import mask_hamming_matrix, offdiagonal_mean
@@ -104,6 +149,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     from freetickets.train.runner import resolve_device
     from freetickets.train.trajectories import load_trajectories
 
+    if calibrate not in CALIBRATIONS:
+        raise UserError(f"--calibrate: expected one of {', '.join(CALIBRATIONS)}, got '{calibrate}'")
     run_dir = Path(run_dir)
     manifest = load_complete_manifest(run_dir, partial=partial)
     cfg = _read_config(run_dir)
@@ -112,9 +159,14 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     data = load_data(manifest["data"], data_dir, num_samples=cfg.get("num_samples"), seed=0, device="cpu")
     ens = Ensemble.load(run_dir, device=dev, partial=partial)
 
-    probs = member_probs_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
+    logits = member_logits_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
+    probs = torch.softmax(logits, dim=-1)
     labels = data.test.y.cpu()
     result = summarize(probs, labels)
+    if calibrate == "temperature":
+        scaled = _temperature_block(ens, data, probs, labels, batch_size)
+        if scaled is not None:
+            result["ensemble"]["temperature_scaled"] = scaled
     result["ensemble_size"] = ensemble_size_curve(probs, labels)
     mask_list = [m for m in ens.masks if m]
     if len(mask_list) == len(ens.masks) and len(mask_list) > 1:
@@ -123,7 +175,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
         result["diversity"]["mask_hamming"] = offdiagonal_mean(hm)
 
     artifacts: dict[str, Any] = {"probs": probs, "labels": labels, "ood_scores": {}}
-    id_scores = ood_scores(probs)
+    id_scores = ood_scores(probs, logits)
     artifacts["ood_scores"]["id"] = id_scores["msp"]
     shift_kw = {"num_samples": cfg.get("num_samples")} if manifest["data"] == "mnist1d" else {}
     if ood is None:
@@ -136,13 +188,9 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     if names:
         sets = ood_sets(manifest["data"], data_dir, names=names, seed=0, **shift_kw)
         for name, x in sets.items():
-            p = member_probs_of(ens, x, batch_size=batch_size)
-            s = ood_scores(p)
-            entry = ood_metrics(id_scores["msp"], s["msp"])
-            entry["entropy"] = ood_metrics(-id_scores["entropy"], -s["entropy"])
-            if probs.shape[0] > 1:
-                entry["mutual_information"] = ood_metrics(-id_scores["mutual_information"], -s["mutual_information"])
-            ood_result[name] = entry
+            z = member_logits_of(ens, x, batch_size=batch_size)
+            s = ood_scores(torch.softmax(z, dim=-1), z)
+            ood_result[name] = ood_entry(id_scores, s, members=probs.shape[0])
             artifacts["ood_scores"][name] = s["msp"]
     result["ensemble"]["ood"] = ood_result
 
@@ -181,12 +229,23 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines = [f"{result.get('method', '?')} ({c['members']} member(s), sparsity {c['sparsity']:.3f}) "
              f"on {result.get('data', '?')}",
              f"  ensemble   accuracy {_pct(e['accuracy'])}  NLL {e['nll']:.4f}  ECE {_pct(e['ece'])}  "
-             f"Brier {e['brier']:.4f}"]
+             f"Brier {e['brier']:.4f}  adaptive ECE {_pct(e.get('ece_adaptive'))}"]
+    if e.get("temperature_scaled"):
+        t = e["temperature_scaled"]
+        lines.append(f"  scaled     T {t['temperature']:.3f} (fitted on validation)  NLL {t['nll']:.4f}  "
+                     f"ECE {_pct(t['ece'])}  Brier {t['brier']:.4f}")
+    if e.get("selective"):
+        sel = e["selective"]
+        lines.append(f"  selective  AURC {sel['aurc']:.4f}  risk at 80% coverage {_pct(sel['risk_at_80_coverage'])}  "
+                     f"coverage at 5% risk {_pct(sel['coverage_at_5_risk'])}")
     for k, m in enumerate(result["members"]):
         lines.append(f"  member {k}   accuracy {_pct(m['accuracy'])}  NLL {m['nll']:.4f}  ECE {_pct(m['ece'])}")
     for name, o in (e.get("ood") or {}).items():
         lines.append(f"  OoD {name:<12} AUROC {_pct(o['auroc'])}  AUPR-In {_pct(o['aupr_in'])}  "
-                     f"AUPR-Out {_pct(o['aupr_out'])}  FPR95 {_pct(o['fpr95'])}")
+                     f"AUPR-Out {_pct(o['aupr_out'])}  FPR95 {_pct(o['fpr95'])}  (MSP)")
+        by_score = [f"{k} {_pct(v['auroc'])}" for k, v in o.items() if isinstance(v, dict) and k != "msp"]
+        if by_score:
+            lines.append(f"  {'':<16} AUROC by score: " + "  ".join(by_score))
     if e.get("corrupted"):
         cc = e["corrupted"]
         lines.append(f"  corrupted  accuracy {_pct(cc['accuracy'])}  NLL {cc['nll']:.4f}  ECE {_pct(cc['ece'])}")
@@ -212,8 +271,10 @@ def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
-                device: str = "auto", command: str | None = None, partial: bool = False) -> Path:
-    """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
+                device: str = "auto", command: str | None = None, partial: bool = False,
+                latency: dict[str, float] | None = None) -> Path:
+    """Evaluate several runs and write a Markdown report with plots to ``out_dir``
+    (``latency``: ``{method: latency ratio to dense}`` for the Pareto plot's latency panels)."""
     from freetickets.report import write_report, write_results_json
 
     results: dict[str, Any] = {}
@@ -234,7 +295,8 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "results.json", data_name, [results])
-    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command)
+    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command,
+                        latency=latency)
 
 
 def _train_size(data: str, num_samples: int | None) -> int:

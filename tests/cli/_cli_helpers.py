@@ -44,7 +44,10 @@ def manifest_of(run: Path) -> dict:
     return json.loads((Path(run) / "manifest.json").read_text())
 
 
-ENSEMBLE_KEYS = {"accuracy", "nll", "ece", "brier", "ood", "corrupted"}
+ENSEMBLE_KEYS = {"accuracy", "nll", "ece", "brier", "ood", "corrupted", "ece_adaptive", "selective",
+                 "temperature_scaled"}
+SELECTIVE_KEYS = {"aurc", "risk_at_80_coverage", "coverage_at_5_risk"}
+OOD_SCORE_BLOCKS = {"msp", "entropy", "max_logit", "energy"}  # + mutual_information for M > 1
 OOD_KEYS = {"auroc", "aupr_in", "aupr_out", "fpr95"}
 CORRUPTED_KEYS = {"accuracy", "nll", "ece", "by_severity"}
 MEMBER_KEYS = {"accuracy", "nll", "ece", "brier"}
@@ -65,6 +68,15 @@ def check_evaluation(result: dict, members: int, sparse: bool, form: str | None 
     for name, o in ens["ood"].items():
         assert OOD_KEYS <= set(o), name
         assert all(0.0 <= o[k] <= 1.0 for k in OOD_KEYS), name
+        blocks = OOD_SCORE_BLOCKS | ({"mutual_information"} if members > 1 else set())
+        assert blocks <= set(o), name
+        assert all(0.0 <= o[b][k] <= 1.0 for b in blocks for k in OOD_KEYS), name
+    assert set(ens["selective"]) == SELECTIVE_KEYS
+    assert all(0.0 <= ens["selective"][k] <= 1.0 for k in SELECTIVE_KEYS)
+    assert 0.0 <= ens["ece_adaptive"] <= 1.0
+    scaled = ens["temperature_scaled"]
+    assert set(scaled) == {"temperature", "nll", "ece", "brier"} and scaled["temperature"] > 0
+    assert scaled["nll"] > 0 and 0.0 <= scaled["ece"] <= 1.0 and 0.0 <= scaled["brier"] <= 2.0
     assert CORRUPTED_KEYS <= set(ens["corrupted"])
     assert 0.0 <= ens["corrupted"]["accuracy"] <= 1.0
     assert isinstance(ens["corrupted"]["by_severity"], list) and ens["corrupted"]["by_severity"]

@@ -9,6 +9,10 @@ import torch
 
 from freetickets.metrics import (
     accuracy,
+    adaptive_ece,
+    aurc,
+    coverage_at_risk,
+    risk_at_coverage,
     brier,
     corruption_summary,
     ece,
@@ -31,8 +35,14 @@ def test_summarize_structure_and_values():
     out = summarize(probs, labels)
     json.dumps(out)  # plain Python types only
     assert set(out) == {"ensemble", "members", "diversity"}
-    assert set(out["ensemble"]) == {"accuracy", "nll", "ece", "brier"}
+    assert set(out["ensemble"]) == {"accuracy", "nll", "ece", "brier", "ece_adaptive", "selective"}
     mean = probs.mean(0)
+    assert out["ensemble"]["ece_adaptive"] == pytest.approx(adaptive_ece(mean, labels).item())
+    assert out["ensemble"]["selective"] == {
+        "aurc": pytest.approx(aurc(probs, labels).item()),
+        "risk_at_80_coverage": pytest.approx(risk_at_coverage(probs, labels, 0.8).item()),
+        "coverage_at_5_risk": pytest.approx(coverage_at_risk(probs, labels, 0.05).item()),
+    }
     assert out["ensemble"]["accuracy"] == pytest.approx(accuracy(mean, labels).item())
     assert out["ensemble"]["nll"] == pytest.approx(ensemble_nll(probs, labels).item())
     # The stable form equals -mean log of the averaged probabilities.

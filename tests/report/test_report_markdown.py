@@ -55,7 +55,7 @@ def test_write_report_with_artifacts(tmp_path, three_seeds):
     assert "logsumexp" in text and "15 equal-width bins" in text and "FPR95" in text
     assert "validation split" in text and "never the test set" in text
     images = [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]
-    assert len(images) == 5
+    assert len(images) == 6  # flops, pareto, corruption, disagreement, reliability, OoD histograms
     for name in images:
         assert "/" not in name  # relative to report.md
         assert _is_png(out / name)
@@ -71,7 +71,7 @@ def test_write_report_without_artifacts_or_optional_parts(tmp_path, factory):
     assert "## Out-of-distribution detection" not in text and "## Corruption robustness" not in text
     assert "Command:" not in text
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == ["accuracy_nll_vs_flops.png", "disagreement.png"]
+    assert pngs == ["accuracy_nll_vs_flops.png", "disagreement.png", "pareto.png"]
     assert all(_is_png(tmp_path / p) for p in pngs)
     # nothing plottable at all: still a report
     bare = write_report(tmp_path / "bare", [{"dense": {"ensemble": {"accuracy": 0.5}}}], data_name="toy")

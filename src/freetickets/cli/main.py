@@ -212,7 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from freetickets.evaluation import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data_dir=args.data_dir, ood=args.ood, corruptions=args.corruptions,
-                          device=args.device, partial=args.partial)
+                          device=args.device, partial=args.partial, calibrate=args.calibrate)
     _out(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -220,7 +220,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from freetickets.evaluation import report_runs
 
-    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device, partial=args.partial)
+    from freetickets.report.pareto import load_latency
+
+    latency = load_latency(args.latency) if args.latency else None
+    path = report_runs(args.run_dirs, args.out, data_dir=args.data_dir, device=args.device, partial=args.partial,
+                       latency=latency)
     _out(f"report written to {path}")
     return 0
 
@@ -273,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
 
-    e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, OoD, corruptions, cost)")
+    e = sub.add_parser("evaluate", help="evaluate a completed run (accuracy, NLL, ECE, temperature scaling, selective prediction, OoD, corruptions, cost)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--data-dir", help="directory with the data set files (CIFAR, SVHN, CIFAR-C)")
     e.add_argument("--ood", nargs="*", default=None, metavar="NAME",
@@ -281,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--corruptions", default="builtin", metavar="{builtin,DIR,none}",
                    help="corruption source: builtin (MNIST-1D-C), a CIFAR-C directory, or none")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--calibrate", default="temperature", choices=["temperature", "none"],
+                   help="temperature (default): also report NLL, ECE and Brier after temperature scaling "
+                        "fitted on the run's validation split (beside the raw ones); none: skip it")
     e.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("-v", "--verbose", action="store_true")
@@ -289,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument("--data-dir")
+    r.add_argument("--latency", metavar="FILE.json",
+                   help="measured inference latency per method, a JSON object {method: latency / one dense "
+                        "model's} (e.g. from benchmarks/ensemble.py): adds latency panels to the Pareto plot")
     r.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("-v", "--verbose", action="store_true")

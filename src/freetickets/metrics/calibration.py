@@ -6,6 +6,13 @@ bins on [0, 1]: bin k holds confidences in ``[k/B, (k+1)/B)``, except that the l
 ``[(B-1)/B, 1]`` so that a confidence of exactly 1.0 lands in it. Empty bins are skipped and
 each bin is weighted by its share of the samples:
 ``ECE = sum_k (n_k / N) |accuracy_k - confidence_k|``.
+
+:func:`adaptive_ece` (equal-mass bins, Nixon et al. 2019's adaptive calibration error) uses the
+same gap formula on bins of (nearly) equal *count* instead of equal width: the samples sorted
+by increasing confidence are split into ``B`` consecutive runs, the first ``N mod B`` of
+``ceil(N / B)`` samples and the rest of ``floor(N / B)`` (``numpy.array_split``'s rule; bins are
+empty only when ``N < B``). Ties in confidence keep the sample order (stable sort), so tied
+samples split across a bin boundary are assigned by their index.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from torch import Tensor
 
 from freetickets.metrics._validate import finish, members_and_labels
 
-__all__ = ["ece", "reliability_bins"]
+__all__ = ["ece", "adaptive_ece", "reliability_bins"]
 
 
 def _check_bins(n_bins: int) -> None:
@@ -53,6 +60,31 @@ def ece(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
     # |sum acc - sum conf| / N == (n_k / N) * |acc_k - conf_k|; empty bins contribute exactly 0.
     gaps = (acc_sum - conf_sum).abs().sum(dim=1) / members.shape[1]
     return finish(gaps, was_2d)
+
+
+def adaptive_ece(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
+    """Top-label ECE on ``n_bins`` equal-mass bins (convention in the module docstring), in [0, 1].
+
+    probs: (M, N, C) or (N, C); labels: (N,). Returns float64 (M,) or 0-d. Equal-mass bins put
+    as many samples in the sparse high- or low-confidence tail as anywhere else, where
+    equal-width bins leave most bins nearly empty and one bin with most of the samples.
+    """
+    _check_bins(n_bins)
+    members, labels, was_2d = members_and_labels(probs, labels)
+    confidence, prediction = members.max(dim=2)  # (M, N)
+    confidence = confidence.to(torch.float64)
+    correct = (prediction == labels.unsqueeze(0)).to(torch.float64)
+    order = torch.argsort(confidence, dim=1, stable=True)
+    n = members.shape[1]
+    # Bin of the i-th sorted sample under array_split: sizes q + 1 (first r bins), then q.
+    q, r = divmod(n, n_bins)
+    rank = torch.arange(n, device=members.device)
+    big = r * (q + 1)
+    index = torch.where(rank < big, rank // (q + 1), r + (rank - big) // max(q, 1))
+    index = index.unsqueeze(0).expand(members.shape[0], -1)
+    gap = torch.zeros((members.shape[0], n_bins), dtype=torch.float64, device=members.device)
+    gap.scatter_add_(1, index, correct.gather(1, order) - confidence.gather(1, order))
+    return finish(gap.abs().sum(dim=1) / n, was_2d)
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, Tensor]:

@@ -2,6 +2,21 @@
 
 Scores come from the ensemble's predictive distribution; the detection metrics treat
 in-distribution (ID) as the *positive* class and assume that a *higher score means more ID*.
+
+Logit scores (:func:`logit_scores`: MaxLogit, Hendrycks et al. 2022; energy, Liu et al. 2020)
+need the members' logits, not their probabilities: softmax forgets the logits' per-sample
+offset, which is what these scores read. For an ensemble they are the scores of the **mean
+member logit** ``z̄ = mean_m z_m``, not the mean of the member scores, for two reasons:
+
+- averaging logits first lets the members' disagreement lower the score: by Jensen,
+  ``logsumexp(z̄) <= mean_m logsumexp(z_m)`` and ``max_c z̄_c <= mean_m max_c z_{m, c}``, with
+  the gap growing as members favour different classes, which is the signal an ensemble adds
+  for OoD detection; the mean of member scores cannot see whether the members agree;
+- it is torch-uncertainty's convention (its ``MaxLogitCriterion`` and ``EnergyCriterion``
+  average the estimators' logits), so the numbers compare with what users of that library
+  report, and the cross-check tests verify them against it.
+
+For ``M = 1`` both readings are the single model's score.
 """
 from __future__ import annotations
 
@@ -13,10 +28,34 @@ from torch import Tensor
 
 from freetickets.metrics._validate import as_members
 
-__all__ = ["ood_scores", "ood_metrics", "fpr_at_tpr"]
+__all__ = ["ood_scores", "logit_scores", "ood_metrics", "ood_entry", "fpr_at_tpr", "OOD_SCORE_SIGNS"]
+
+#: Sign that makes each score of :func:`ood_scores` "higher = more in-distribution", the
+#: orientation :func:`ood_metrics` expects: pass ``sign * score``.
+OOD_SCORE_SIGNS: dict[str, float] = {
+    "msp": 1.0, "entropy": -1.0, "mutual_information": -1.0, "max_logit": 1.0, "energy": -1.0,
+}
 
 
-def ood_scores(member_probs: Tensor) -> dict[str, Tensor]:
+def logit_scores(member_logits: Tensor) -> dict[str, Tensor]:
+    """MaxLogit and energy of an ensemble from its members' logits; each float64 of shape (N,).
+
+    member_logits: (M, N, C) member logits, or (N, C) for a single model. With the mean member
+    logit ``z̄ = mean_m z_m`` (why the mean logit: module docstring):
+
+    - ``"max_logit"``: max_c z̄_c. **Higher = more in-distribution.**
+    - ``"energy"``: the free energy ``E = -logsumexp_c z̄_c`` (temperature 1). **Higher = more
+      OoD**; pass ``-energy`` (the "energy score" logsumexp) to :func:`ood_metrics`.
+    """
+    members, _ = as_members(member_logits, "member_logits")
+    mean = members.to(torch.float64).mean(dim=0)  # (N, C)
+    return {
+        "max_logit": mean.max(dim=1).values,
+        "energy": -torch.logsumexp(mean, dim=1),
+    }
+
+
+def ood_scores(member_probs: Tensor, member_logits: Tensor | None = None) -> dict[str, Tensor]:
     """Per-sample uncertainty scores of an ensemble; each value is float64 of shape (N,).
 
     member_probs: (M, N, C) member softmax probabilities, or (N, C) for a single model.
@@ -29,17 +68,27 @@ def ood_scores(member_probs: Tensor) -> dict[str, Tensor]:
     - ``"mutual_information"``: H(p̄) - mean_m H(p_m), the members' disagreement (epistemic
       part). **Higher = more OoD**; pass its negation. It is non-negative in exact arithmetic
       (Jensen) and clamped at 0 against round-off; identically 0 for M = 1.
+
+    With ``member_logits`` (M, N, C) (the logits the probabilities came from) the result also
+    holds ``"max_logit"`` and ``"energy"`` of :func:`logit_scores`.
     """
     members, _ = as_members(member_probs, "member_probs")
     p = members.to(torch.float64)
     mean = p.mean(dim=0)  # (N, C)
     entropy = -torch.special.xlogy(mean, mean).sum(dim=1)
     member_entropy = -torch.special.xlogy(p, p).sum(dim=2).mean(dim=0)
-    return {
+    scores = {
         "msp": mean.max(dim=1).values,
         "entropy": entropy,
         "mutual_information": (entropy - member_entropy).clamp_min(0.0),
     }
+    if member_logits is not None:
+        logits, _ = as_members(member_logits, "member_logits")
+        if logits.shape != members.shape:
+            raise ValueError(f"member_logits must have the shape of member_probs {tuple(members.shape)}, "
+                             f"got {tuple(logits.shape)}")
+        scores.update(logit_scores(logits))
+    return scores
 
 
 def _as_numpy_scores(scores, name: str) -> np.ndarray:
@@ -105,3 +154,19 @@ def ood_metrics(id_score, ood_score) -> dict[str, float]:
         "aupr_out": float(average_precision_score(1.0 - is_id, -scores)),
         "fpr95": fpr_at_tpr(ids, oods, 0.95),
     }
+
+
+def ood_entry(id_scores: dict[str, Tensor], ood_set_scores: dict[str, Tensor], members: int) -> dict[str, object]:
+    """The evaluation JSON entry of one OoD set from the :func:`ood_scores` of both sets.
+
+    The top level holds the :func:`ood_metrics` of the MSP (the default score, the keys every
+    reader has used); beside them one block of the same four metrics per score present in both
+    (``msp``, ``entropy``, ``mutual_information`` only for ``members > 1`` where it is not
+    identically 0, ``max_logit``, ``energy``), each oriented by :data:`OOD_SCORE_SIGNS`.
+    """
+    entry: dict[str, object] = dict(ood_metrics(id_scores["msp"], ood_set_scores["msp"]))
+    for key, sign in OOD_SCORE_SIGNS.items():
+        if key not in id_scores or key not in ood_set_scores or (key == "mutual_information" and members <= 1):
+            continue
+        entry[key] = ood_metrics(sign * id_scores[key], sign * ood_set_scores[key])
+    return entry

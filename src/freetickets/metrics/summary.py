@@ -8,9 +8,10 @@ from typing import Any, Iterable, Mapping
 from torch import Tensor
 
 from freetickets.metrics._validate import members_and_labels
-from freetickets.metrics.calibration import ece
+from freetickets.metrics.calibration import adaptive_ece, ece
 from freetickets.metrics.classification import accuracy, brier, ensemble_nll, nll
 from freetickets.metrics.diversity import disagreement_matrix, kl_matrix, offdiagonal_mean
+from freetickets.metrics.selective import selective_summary
 
 __all__ = ["summarize", "corruption_summary", "CORRUPTION_METRICS"]
 
@@ -24,12 +25,15 @@ def summarize(member_probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[st
     The ensemble prediction is the mean of member probabilities (design §3); its NLL is
     :func:`ensemble_nll`. Returns::
 
-        {"ensemble": {"accuracy", "nll", "ece", "brier"},
+        {"ensemble": {"accuracy", "nll", "ece", "brier", "ece_adaptive",
+                      "selective": {"aurc", "risk_at_80_coverage", "coverage_at_5_risk"}},
          "members": [{"accuracy", "nll", "ece", "brier"}, ...],          # M entries
          "diversity": {"disagreement", "disagreement_matrix", "kl", "kl_matrix"}}
 
     where the matrices are M lists of M floats and the scalars are their means over ordered
-    pairs i != j (0.0 for M = 1).
+    pairs i != j (0.0 for M = 1). ``ece_adaptive`` is :func:`~freetickets.metrics.adaptive_ece`
+    with ``n_bins`` equal-mass bins; ``selective`` is
+    :func:`~freetickets.metrics.selective.selective_summary` of the ensemble.
     """
     members, labels, _ = members_and_labels(member_probs, labels)
     mean = members.mean(dim=0)
@@ -47,6 +51,8 @@ def summarize(member_probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[st
             "nll": float(ensemble_nll(members, labels)),
             "ece": float(ece(mean, labels, n_bins)),
             "brier": float(brier(mean, labels)),
+            "ece_adaptive": float(adaptive_ece(mean, labels, n_bins)),
+            "selective": selective_summary(members, labels),
         },
         "members": [{key: values[m] for key, values in per_member.items()}
                     for m in range(members.shape[0])],

@@ -6,7 +6,11 @@ Inputs are the evaluation objects of design §2.4, one ``{method: eval_obj}`` ma
   (mean ± std over seeds), the canonical method order.
 * :mod:`~freetickets.report.tables`: ``comparison_table``, ``ood_table``, ``corruption_table``,
   ``member_table`` (Markdown or aligned text).
+* :mod:`~freetickets.report.uncertainty_tables`: ``calibration_table`` (raw and
+  temperature-scaled), ``selective_table`` (AURC), ``ood_score_table`` (AUROC per OoD score).
 * :mod:`~freetickets.report.plots`: PNG plots (matplotlib, Agg canvas, no pyplot state).
+* :mod:`~freetickets.report.pareto`: ``plot_pareto`` (accuracy and NLL against training FLOPs
+  and measured latency, Pareto front marked), ``load_latency``.
 * :mod:`~freetickets.report.claims`: ``compute_claims`` (the ``claims`` block: paired
   differences over seeds, 95% Student-t interval, verdict) and ``claims_table``.
 * :mod:`~freetickets.report.markdown`: ``write_report`` (``report.md`` + plots) and
@@ -44,6 +48,12 @@ _LAZY = {
     "plot_disagreement_heatmaps": "freetickets.report.plots",
     "plot_ood_histograms": "freetickets.report.plots",
     "plot_corruption_severity": "freetickets.report.plots",
+    "plot_pareto": "freetickets.report.pareto",
+    "pareto_front": "freetickets.report.pareto",
+    "load_latency": "freetickets.report.pareto",
+    "calibration_table": "freetickets.report.uncertainty_tables",
+    "selective_table": "freetickets.report.uncertainty_tables",
+    "ood_score_table": "freetickets.report.uncertainty_tables",
 }
 
 __all__ = [
@@ -63,6 +73,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from freetickets.report.claims import claims_table, compute_claims
     from freetickets.report.markdown import CONVENTIONS, write_report, write_results_json
+    from freetickets.report.pareto import load_latency, pareto_front, plot_pareto
+    from freetickets.report.uncertainty_tables import calibration_table, ood_score_table, selective_table
     from freetickets.report.plots import (
         plot_corruption_severity,
         plot_disagreement_heatmaps,

@@ -17,10 +17,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from freetickets.report import analysis_plots, plots
+from freetickets.report import analysis_plots, pareto, plots
 from freetickets.report.claims import claims_table, compute_claims
 from freetickets.report.seeds import aggregate_seeds, method_label, order_methods, seed_list
 from freetickets.report.tables import comparison_table, corruption_table, member_table, ood_table
+from freetickets.report.uncertainty_tables import calibration_table, ood_score_table, selective_table
 from freetickets.utils.io import atomic_write_text
 
 __all__ = ["CONVENTIONS", "write_report", "write_results_json"]
@@ -35,9 +36,20 @@ CONVENTIONS: tuple[str, ...] = (
     "ECE: top-label, 15 equal-width bins on [0, 1] (confidence 1.0 falls in the last bin), "
     "empty bins skipped, bins weighted by their size.",
     "Brier score: mean over samples of the sum over classes of (p − onehot)².",
+    "Adaptive ECE: the same top-label gap on 15 equal-mass bins (samples sorted by confidence, "
+    "split into 15 runs of nearly equal size).",
+    "Temperature scaling: one temperature T per run for the ensemble's mean log-probabilities, "
+    "scaled = softmax(log p̄ / T), fitted by NLL on the validation split; the “(T)” metrics are "
+    "on the test set, beside the raw ones (T > 1 softens an over-confident ensemble).",
+    "Selective prediction: confidence = the ensemble's maximum softmax probability; risk at "
+    "coverage k/N = error rate among the k most confident test inputs (tied confidences "
+    "averaged over their orders); AURC = the mean of that risk over k = 1..N; coverage at 5% "
+    "risk = the largest coverage whose risk is at most 5% (0 if none).",
     "OoD detection: score = the ensemble's maximum softmax probability, in-distribution is the "
     "positive class; AUROC, AUPR-In, AUPR-Out, and FPR95 = the fraction of OoD inputs accepted "
-    "at the threshold that accepts 95% of in-distribution inputs.",
+    "at the threshold that accepts 95% of in-distribution inputs. The per-score table also "
+    "ranks by predictive entropy, mutual information (members' disagreement), MaxLogit and "
+    "energy (logsumexp), the last two of the mean member logit.",
     "Corruptions: accuracy/NLL/ECE per (type, severity) split; the headline number is the mean "
     "over types and severities, the per-severity numbers the mean over types.",
     "FLOPs: dense per-layer forward FLOPs × layer density (non-sparse operations dense); a "
@@ -72,6 +84,7 @@ _RELIABILITY_PNG = "reliability.png"
 _OOD_PNG = "ood_histograms.png"
 _SIZE_PNG = "ensemble_size.png"
 _TSNE_PNG = "tsne_trajectories.png"
+_PARETO_PNG = "pareto.png"
 
 
 def _version() -> str:
@@ -151,6 +164,7 @@ def write_report(
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
     command: str | None = None,
     notes: Sequence[str] | None = None,
+    latency: Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` and its PNG plots; return the path of ``report.md``.
 
@@ -159,8 +173,10 @@ def write_report(
     :func:`freetickets.report.plots.reliability_arrays`) and ``"ood_scores"`` (``{"id": scores,
     ood_name: scores}``) for the plots that need more than the JSON. ``command`` is the command
     line that produced the results (shown so the report can be regenerated); ``notes`` are
-    free-form lines added near the end. Every file is written atomically; plots lacking their
-    inputs are skipped (logged at INFO).
+    free-form lines added near the end. ``latency`` (``{method: inference latency / one dense
+    model's}``, :func:`freetickets.report.pareto.load_latency`) adds latency panels to the
+    Pareto plot; without it the report says they were skipped. Every file is written
+    atomically; plots lacking their inputs are skipped (logged at INFO).
     """
     seeds = seed_list(per_seed_results)
     out_dir = Path(out_dir)
@@ -193,6 +209,15 @@ def write_report(
     _section(lines, "Claims", claims_table(compute_claims(seeds), "markdown"), CLAIMS_INTRO)
     _section(lines, "Out-of-distribution detection", ood_table(seeds, "markdown"),
              "Score: the ensemble's maximum softmax probability (in-distribution positive).")
+    _section(lines, "Calibration and temperature scaling", calibration_table(seeds, "markdown"),
+             "Raw test-set calibration of the ensemble beside the same metrics after temperature "
+             "scaling (“(T)”; T fitted by NLL on each run's validation split, mean over seeds). "
+             "Accuracy is unchanged by scaling.")
+    _section(lines, "Selective prediction", selective_table(seeds, "markdown"),
+             "Answering only the most confident test inputs (confidence = the ensemble's maximum "
+             "softmax probability). AURC: area under the risk-coverage curve (lower is better).")
+    _section(lines, "OoD detection by score", ood_score_table(seeds, "markdown"),
+             "AUROC (%) of each uncertainty score, in-distribution positive.")
     _section(lines, "Corruption robustness", corruption_table(seeds, "markdown"),
              "Accuracy (%) on the clean test set, averaged over all corruptions, and per severity "
              "(averaged over corruption types).")
@@ -208,6 +233,18 @@ def write_report(
     if p:
         drawn.append(("Accuracy and NLL against training FLOPs", p.name,
                       "Training cost relative to one dense model (log scale)."))
+    pareto_axes = pareto.pareto_points(seeds, latency)
+    p = _try_plot("Pareto plot", lambda path: pareto.plot_pareto(seeds, path, latency),
+                  out_dir / _PARETO_PNG, bool(pareto_axes), "no method has a cost and accuracy/NLL")
+    if p:
+        caption = ("Accuracy and NLL against training FLOPs"
+                   + (" and measured inference latency" if "latency" in pareto_axes else "")
+                   + " (each × one dense model, log scale). Filled points are on the Pareto front "
+                     "(no method is cheaper and better), hollow points are dominated.")
+        if "latency" not in pareto_axes:
+            caption += (" No latency file was given (or it names none of these methods), so the latency "
+                        "panels are skipped; `freetickets report --latency FILE.json` adds them.")
+        drawn.append(("Pareto front: quality against cost", p.name, caption))
     p = _try_plot("corruption plot", lambda path: plots.plot_corruption_severity(seeds, path),
                   out_dir / _CORRUPTION_PNG, _has_corruption(agg), "no corruption results by severity")
     if p:
