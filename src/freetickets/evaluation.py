@@ -212,28 +212,34 @@ def plot_inputs(artifacts: dict[str, Any]) -> dict[str, Any]:
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir: str | None = None,
                 device: str = "auto", command: str | None = None, partial: bool = False) -> Path:
-    """Evaluate several runs and write a Markdown report with plots to ``out_dir``."""
-    from freetickets.report import write_report, write_results_json
+    """Evaluate several runs and write a Markdown report with plots to ``out_dir``.
 
-    results: dict[str, Any] = {}
-    artifacts: dict[str, Any] = {}
+    Runs of one method with the same settings and different seeds are seeds of that method, and
+    methods are paired by seed for the claims (:func:`freetickets.report.seeds.pair_seeds`)."""
+    from freetickets.report import write_report, write_results_json
+    from freetickets.report.seeds import RunResult, method_label, pair_seeds
+
+    runs: list[RunResult] = []
+    arts: dict[str, Any] = {}
     data_name = None
     for rd in run_dirs:
         res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial)
         if data_name is not None and res["data"] != data_name:
             raise UserError(f"report: {rd} used data '{res['data']}', the others '{data_name}'; compare runs on one data set")
         data_name = res["data"]
-        name = res["method"]
-        k = 2
-        while name in results:
-            name = f"{res['method']}_{k}"
-            k += 1
-        results[name] = res
-        artifacts[name] = plot_inputs(art)
+        runs.append(RunResult(str(rd), res["method"], _read_config(Path(rd)), res))
+        arts[str(rd)] = art
+    try:
+        per_seed, sources = pair_seeds(runs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    # plots that show one run per method (reliability, OoD scores, trajectories) use its lowest seed
+    artifacts = {name: plot_inputs(arts[paths[0]]) for name, paths in sources.items()}
+    notes = [f"{method_label(name)}: {len(paths)} seed(s), runs {', '.join(paths)}" for name, paths in sources.items()]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_results_json(out / "results.json", data_name, [results])
-    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command)
+    write_results_json(out / "results.json", data_name, per_seed)
+    return write_report(out, per_seed, data_name=data_name, artifacts=artifacts, command=command, notes=notes)
 
 
 def _train_size(data: str, num_samples: int | None) -> int:
