@@ -1,4 +1,4 @@
-"""Evaluate a completed run directory: the JSON object of design §2.4.
+"""Evaluate a completed run directory: the JSON object described in docs/evaluation.md.
 
 Glue between :class:`~freetickets.ensembles.ensemble.Ensemble`, the data sets (test, OoD,
 corruptions), the pure metric functions and the FLOPs accounting. Probabilities are computed
@@ -50,7 +50,7 @@ def _dense_checkpoint_bytes(model: torch.nn.Module) -> int:
 
 
 def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, Any]:
-    """The ``cost`` object of §2.4 from the manifest's FLOPs totals and the tickets on disk."""
+    """The ``cost`` object of the evaluation JSON from the manifest's FLOPs totals and the tickets on disk."""
     from freetickets.ensembles.tickets import ticket_nbytes
     from freetickets.models import create_model
 
@@ -89,7 +89,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
                  return_artifacts: bool = False, partial: bool = False):
     """Evaluate the tickets of a completed run on the test split, OoD sets and corruptions.
 
-    Returns the §2.4 object (and, with ``return_artifacts``, a dict with the test ``probs``
+    Returns the evaluation object of docs/evaluation.md (and, with ``return_artifacts``, a dict with the test ``probs``
     ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots). ``partial``: evaluate the
     tickets a running or interrupted run lists so far (``result["partial"]`` is then True).
     """
@@ -223,7 +223,10 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
     arts: dict[str, Any] = {}
     data_name = None
     for rd in run_dirs:
-        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial)
+        # corruption sets are built in for MNIST-1D only; CIFAR-C is a folder `evaluate --corruptions` takes
+        builtin = _read_config(Path(rd)).get("data", "mnist1d") == "mnist1d"
+        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial,
+                                corruptions="builtin" if builtin else "none")
         if data_name is not None and res["data"] != data_name:
             raise UserError(f"report: {rd} used data '{res['data']}', the others '{data_name}'; compare runs on one data set")
         data_name = res["data"]

@@ -1,4 +1,4 @@
-"""`predict`, `flops`, `models`, `report`, and one real subprocess smoke test (design §2.1)."""
+"""`predict`, `flops`, `models`, `report`, and one real subprocess smoke test (README, Command line)."""
 from __future__ import annotations
 
 import json

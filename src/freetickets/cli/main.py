@@ -1,4 +1,4 @@
-"""The command line: argument parsing only (design §7: the one place that touches argv).
+"""The command line: argument parsing only (docs/architecture.md: the one place that touches argv).
 
 Every user mistake ends as one line on stderr and exit status 2, never a traceback.
 """

@@ -1,4 +1,4 @@
-"""Efficient-ensemble model forms (design §6 baselines): MIMO, BatchEnsemble and MC dropout.
+"""Efficient-ensemble model forms (baselines, docs/algorithms.md): MIMO, BatchEnsemble and MC dropout.
 
 Each wraps a registry model (``create_model(...)``), which it takes over and edits in place,
 and exposes ``num_members`` and ``member_logits(x)``: a plain test batch ``(B, ...)`` ->

@@ -67,7 +67,7 @@ class ClaimSpec:
     unit: str = ""
 
 
-#: The paper's claims (FreeTickets §4-5) as the issue lists them.
+#: The paper's claims (FreeTickets, Liu et al. 2022, Secs. 4-5) as the issue lists them.
 CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec("EDST accuracy > dense", "edst", "dense", "accuracy", "higher", scale=100.0, unit=" pp"),
     ClaimSpec("EDST NLL < dense", "edst", "dense", "nll", "lower"),

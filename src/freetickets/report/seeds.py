@@ -1,7 +1,7 @@
 """Per-seed evaluation objects as flat metric keys, their mean ± std over seeds, and the
 canonical method order: what every table, plot and claim of the report reads.
 
-Input is what ``freetickets evaluate --json`` produces per method (design §2.4), one mapping
+Input is what ``freetickets evaluate --json`` produces per method (docs/evaluation.md), one mapping
 ``{method: eval_obj}`` per seed; ``per_seed`` is the list of those mappings.
 
 Flattened metric keys (the keys of :func:`flatten_metrics` and :func:`aggregate_seeds`):
@@ -88,7 +88,7 @@ def _flatten_dict(obj: Mapping[str, Any], prefix: str, out: dict[str, float]) ->
 
 
 def flatten_metrics(eval_obj: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten one §2.4 evaluation object into ``{key: float}`` (keys in the module docstring).
+    """Flatten one evaluation object into ``{key: float}`` (keys in the module docstring).
 
     Only scalars are kept; matrices and lists are summarised by the derived keys so that seeds
     can be averaged key by key.
@@ -159,7 +159,7 @@ def seed_list(per_seed: Any) -> list[Mapping[str, Any]]:
 def aggregate_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Stats]:
     """Mean and standard deviation over seeds of every scalar metric of every method.
 
-    ``per_seed[k][method]`` is the §2.4 evaluation object of ``method`` for seed ``k``. Returns
+    ``per_seed[k][method]`` is the evaluation object of ``method`` for seed ``k``. Returns
     ``{method: {key: (mean, std)}}`` with the flattened keys of :func:`flatten_metrics`, methods
     in canonical order. The std is the sample standard deviation (ddof=1, the usual "mean ± std
     over runs"); it is 0.0 when only one seed carries the key. A key missing from some seeds is

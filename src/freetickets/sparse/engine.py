@@ -1,6 +1,6 @@
 """``SparseEngine``: dynamic sparse training attached to any model and optimizer.
 
-Usage (design §2.2)::
+Usage (docs/using-in-your-loop.md)::
 
     engine = SparseEngine(model, optimizer, sparsity=0.8)
     for x, y in loader:
