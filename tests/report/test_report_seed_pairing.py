@@ -44,20 +44,28 @@ def test_other_settings_are_another_entry_and_a_repeated_seed_is_refused(make_ev
         pair_seeds([_run(make_eval, "dst", 0, 0.7), _run(make_eval, "dst", 0, 0.7, device="cuda")])
 
 
-def test_claims_pair_methods_by_seed_value(make_eval):
-    """DST at seeds 0, 1, 2 and deep at seeds 1, 2, 3: the DST-vs-deep claim pairs seeds 1 and 2."""
-    runs = [_run(make_eval, "dst", s, a) for s, a in ((0, 0.50), (1, 0.91), (2, 0.93))]
-    runs += [_run(make_eval, "deep", s, a, sparsity=0.0) for s, a in ((1, 0.92), (2, 0.92), (3, 0.10))]
+def _dst_vs_deep(per_seed):
+    return next(c for c in compute_claims(per_seed) if c["name"] == "DST accuracy within 0.5 pp of deep ensemble")
+
+
+def test_claims_pair_the_kth_seed_of_each_method(make_eval):
+    """DST at seeds 2, 0, 1 (given out of order) and deep at seeds 0, 1: slots pair equal seeds
+    0 and 1; DST's third seed has no partner and stays out of the claim."""
+    runs = [_run(make_eval, "dst", s, a) for s, a in ((2, 0.50), (0, 0.91), (1, 0.93))]
+    runs += [_run(make_eval, "deep", s, a, sparsity=0.0) for s, a in ((1, 0.92), (0, 0.92))]
     per_seed, _ = pair_seeds(runs)
-    assert [sorted(s) for s in per_seed] == [["dst"], ["deep", "dst"], ["deep", "dst"], ["deep"]]
-    claim = next(c for c in compute_claims(per_seed) if c["name"] == "DST accuracy within 0.5 pp of deep ensemble")
+    assert [sorted(s) for s in per_seed] == [["deep", "dst"], ["deep", "dst"], ["dst"]]
+    claim = _dst_vs_deep(per_seed)
     assert claim["seeds"] == 2
     assert claim["difference"] == pytest.approx(0.0)  # d = [-0.01, +0.01]
     half = T_1 * 0.01  # sd of d = 0.01 * sqrt(2), se = 0.01
     assert claim["interval"] == [pytest.approx(-half), pytest.approx(half)]
-    disjoint, _ = pair_seeds([_run(make_eval, "dst", 0, 0.9), _run(make_eval, "deep", 1, 0.9, sparsity=0.0)])
-    claim = next(c for c in compute_claims(disjoint) if c["name"] == "DST accuracy within 0.5 pp of deep ensemble")
-    assert claim["verdict"] == SKIPPED and "share no seed" in claim["reason"]
+    # other seeds per method: independent replicates, still one pair per slot
+    apart, _ = pair_seeds([_run(make_eval, "dst", 0, 0.9), _run(make_eval, "deep", 7, 0.95, sparsity=0.0)])
+    assert [sorted(s) for s in apart] == [["deep", "dst"]]
+    assert _dst_vs_deep(apart)["difference"] == pytest.approx(-0.05) and _dst_vs_deep(apart)["seeds"] == 1
+    unpaired = _dst_vs_deep([{"dst": make_eval("dst")}, {"deep": make_eval("deep")}])  # hand-made, no common slot
+    assert unpaired["verdict"] == SKIPPED and "share no seed" in unpaired["reason"]
 
 
 def test_cost_claims_without_dense_use_each_runs_own_reference(make_eval):

@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-v", "--verbose", action="store_true")
 
     r = sub.add_parser("report", help="Markdown report with plots comparing run directories")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="runs to compare; runs of one method that differ only in --seed are its seeds")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument("--data-dir")
     r.add_argument("--partial", action="store_true", help="use the tickets written so far by a run that is still training or was interrupted")

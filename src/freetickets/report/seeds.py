@@ -215,11 +215,14 @@ def pair_seeds(runs: Sequence[RunResult]) -> tuple[list[dict[str, Mapping[str, A
     Runs with the same method and the same settings (configuration without
     :data:`RUN_ONLY_KEYS`) are seeds of one entry named after the method; a later group of the
     same method with other settings is ``<method>_2``, ``_3``, ... Returns ``(per_seed, sources)``:
-    ``per_seed[k]`` is ``{name: evaluation}`` of the runs with the k-th smallest seed (a name is
-    absent from the seeds it was not run with, so claims pair only seeds both methods have), and
-    ``sources[name]`` lists that entry's runs in seed order. Runs without a recorded seed count
-    as seed 0. Two runs of one entry with the same seed raise ``ValueError`` (a run given twice,
-    or a repeat that is not another seed).
+    ``per_seed[k]`` is ``{name: evaluation}`` of each entry's run with its k-th smallest seed (an
+    entry with fewer runs is absent from the later slots, so claims pair only the slots both
+    methods have), and ``sources[name]`` lists that entry's runs in seed order. When every
+    method was run with the same seeds (the usual case, and the demo's), slot k pairs runs of
+    equal seed, which share data order; otherwise the pairs are independent replicates, for
+    which the paired interval is still valid. Runs without a recorded seed count as seed 0. Two
+    runs of one entry with the same seed raise ``ValueError`` (a run given twice, or a repeat
+    that is not another seed).
     """
     if not runs:
         raise ValueError("pair_seeds: no runs")
@@ -238,7 +241,8 @@ def pair_seeds(runs: Sequence[RunResult]) -> tuple[list[dict[str, Mapping[str, A
             raise ValueError(f"report: {group[seed].source} and {run.source} are the same method, settings and seed "
                              f"({seed}); give each run once, or train the second with another --seed")
         group[seed] = run
-    all_seeds = sorted({seed for group in groups.values() for seed in group})
-    per_seed = [{name: group[seed].result for name, group in groups.items() if seed in group} for seed in all_seeds]
-    sources = {name: [group[seed].source for seed in sorted(group)] for name, group in groups.items()}
+    ordered = {name: [group[seed] for seed in sorted(group)] for name, group in groups.items()}
+    slots = max(len(r) for r in ordered.values())
+    per_seed = [{name: r[k].result for name, r in ordered.items() if k < len(r)} for k in range(slots)]
+    sources = {name: [run.source for run in r] for name, r in ordered.items()}
     return per_seed, sources
