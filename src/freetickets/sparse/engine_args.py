@@ -104,8 +104,9 @@ def resolve_end_step(*, total_steps: int | None, end_step: int | None, update_in
     if total_steps is not None and end_step is not None and end_step > total_steps \
             and total_steps % update_interval == 0:
         return end_step, (f"SparseEngine: the last of the run's {total_steps} steps is a topology update (end_step "
-                          f"{end_step}, constant prune fraction): its regrown weights stay at 0; use an end_step <= "
-                          f"{total_steps} or leave end_step=None (updates stop at 75% of total_steps)")
+                          f"{end_step}, constant prune fraction): its regrown weights stay at 0 in the final model; "
+                          f"stop updates earlier (end_step <= {total_steps}, or end_step=None: 75% of total_steps; "
+                          f"in a run's configuration: update_end_fraction, e.g. --set update_end_fraction=0.75)")
     return end_step, None
 
 
