@@ -135,7 +135,8 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.md`` and its PNG plots; return the path of ``report.md``.
 
-    ``per_seed_results`` is a list (one entry per seed) of ``{method: eval_obj}`` (docs/evaluation.md). ``artifacts`` optionally holds per method ``"reliability"`` (bins as accepted by
+    ``per_seed_results`` is a list (one entry per seed) of ``{method: eval_obj}``
+    (docs/evaluation.md). ``artifacts`` optionally holds per method ``"reliability"`` (bins as accepted by
     :func:`freetickets.report.plots.reliability_arrays`) and ``"ood_scores"`` (``{"id": scores,
     ood_name: scores}``) for the plots that need more than the JSON. ``command`` is the command
     line that produced the results (shown so the report can be regenerated); ``notes`` are

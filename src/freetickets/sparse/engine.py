@@ -27,8 +27,8 @@ How it works and why:
   not masked, so the *dense* gradient of the current mini-batch is available to RigL growth.
 * **Updates.** At optimizer steps t with ``t % update_interval == 0`` and ``t < end_step`` (when
   given; with ``total_steps`` T and no ``end_step`` it is ``floor(0.75 T)``, RigL's stop, so the
-  last quarter of training trains the final topology), with p_t from the prune schedule, each layer with n_active active weights out of n
-  prunes ``k = ceil(p_t * n_active)`` weights by the prune rule and regrows exactly ``k`` by the
+  last quarter of training trains the final topology), with p_t from the prune schedule, each
+  layer with n_active active weights out of n prunes ``k = ceil(p_t * n_active)`` weights by the prune rule and regrows exactly ``k`` by the
   grow rule. ``regrow_pruned=True`` (default; the released FreeTickets code and RigL): every
   position inactive after pruning is eligible, so a weight pruned in an update may be regrown in
   the same update (restarting at 0). ``regrow_pruned=False``: only positions inactive *before*
@@ -440,7 +440,8 @@ class SparseEngine:
                 "sparsity": self.sparsity_target, "distribution": self.distribution, "prune": self.prune,
                 "grow": self.grow, "prune_fraction": self.prune_fraction,
                 "prune_schedule": self.prune_schedule, "update_interval": self.update_interval,
-                "end_step": self.end_step, "total_steps": self.total_steps, "seed": self.seed, "sparse_init": self.sparse_init,
+                "end_step": self.end_step, "total_steps": self.total_steps, "seed": self.seed,
+                "sparse_init": self.sparse_init,
                 "regrow_pruned": self.regrow_pruned, "include": list(self.include), "exclude": list(self.exclude),
             },
         }

@@ -61,7 +61,8 @@ def check_arguments(*, sparsity: float | None, masks: Mapping | None, distributi
     if end_step is not None and (not is_int(end_step) or end_step < 0):
         raise ValueError(f"end_step must be a non-negative integer or None (never stop), got {end_step!r}")
     if total_steps is not None and (not is_int(total_steps) or total_steps <= 0):
-        raise ValueError(f"total_steps must be a positive integer (the run's optimizer steps) or None, got {total_steps!r}")
+        raise ValueError(f"total_steps must be a positive integer (the run's optimizer steps) or None, "
+                         f"got {total_steps!r}")
     if prune_schedule == "cosine" and end_step is None and total_steps is None:
         raise ValueError("end_step or total_steps must be given (a positive integer) when prune_schedule='cosine'")
     if sparse_init not in SPARSE_INITS:
