@@ -241,7 +241,7 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
     notes = [f"{method_label(name)}: {len(paths)} seed(s), runs {', '.join(paths)}" for name, paths in sources.items()]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_results_json(out / "results.json", data_name, per_seed)
+    write_results_json(out / "results.json", data_name, per_seed, extra={"runs": sources})
     return write_report(out, per_seed, data_name=data_name, artifacts=artifacts, command=command, notes=notes)
 
 

@@ -116,6 +116,7 @@ def test_report_pairs_seeds_and_uses_each_runs_dense_reference(cli_runs, tmp_pat
     assert main(["report", *runs, "--out", str(out), "--device", "cpu"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["num_seeds"] == 2 and [sorted(s) for s in results["seeds"]] == [["dst", "edst"], ["dst"]]
+    assert results["runs"] == {"dst": runs[:2], "edst": runs[2:]}
     assert results["summary"]["dst"]["accuracy"]["std"] > 0  # two different runs averaged
     claims = {c["name"]: c for c in results["claims"]}
     edst = claims["EDST training FLOPs < dense"]
