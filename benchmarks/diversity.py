@@ -1,4 +1,4 @@
-"""EDST ticket diversity at equal training cost, on the *validation* split (FreeTickets §5's analysis).
+"""EDST ticket diversity at equal training cost, on the *validation* split (FreeTickets' Sec. 5 analysis).
 
 Every candidate changes one knob of the paper's method while the epochs, sparsity and members
 stay those of the demo's EDST preset (so the training FLOPs stay within a few per cent): the

@@ -1,5 +1,5 @@
 """Quality benchmark: the demo over several seeds, mean ± std per method, and the paper's claims
-decided from paired differences over the seeds (design §3; issue 9, item 2).
+decided from paired differences over the seeds (docs/evaluation.md; issue 9, item 2).
 
     python benchmarks/quality.py --seeds 5 --out quality_out
 

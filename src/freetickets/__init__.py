@@ -1,6 +1,6 @@
 """freetickets: sparse ensembles trained with dynamic sparse training (FreeTickets, ICLR 2022).
 
-Public API (design §2.2)::
+Public API (README.md, docs/using-in-your-loop.md)::
 
     from freetickets import SparseEngine, Ensemble, create_model
 

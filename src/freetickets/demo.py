@@ -104,7 +104,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
                 artifacts[method] = plot_inputs(art)
             print_fn(f"[seed {s}]   {method:<13} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
                      f"NLL {res['ensemble']['nll']:.4f}  ({time.time() - t0:.0f} s)")
-        if "dense" in results:  # vs_dense relative to the dense run of this seed (design §2.4)
+        if "dense" in results:  # vs_dense relative to the dense run of this seed (docs/evaluation.md)
             ref = results["dense"]["cost"]["train_flops"]
             for res in results.values():
                 res["cost"]["train_flops_vs_dense"] = res["cost"]["train_flops"] / ref

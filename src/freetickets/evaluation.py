@@ -1,4 +1,4 @@
-"""Evaluate a completed run directory: the JSON object of design §2.4.
+"""Evaluate a completed run directory: the JSON object described in docs/evaluation.md.
 
 Glue between :class:`~freetickets.ensembles.ensemble.Ensemble`, the data sets (test, OoD,
 corruptions), the pure metric functions and the FLOPs accounting. Probabilities are computed
@@ -91,7 +91,7 @@ def _dense_checkpoint_bytes(model: torch.nn.Module) -> int:
 
 
 def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, Any]:
-    """The ``cost`` object of §2.4 from the manifest's FLOPs totals and the tickets on disk."""
+    """The ``cost`` object of the evaluation JSON from the manifest's FLOPs totals and the tickets on disk."""
     from freetickets.ensembles.tickets import ticket_nbytes
     from freetickets.models import create_model
 
@@ -134,7 +134,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     temperature fitted on the run's validation split, the scaled test NLL, ECE and Brier beside
     the raw ones); ``"none"`` leaves it out.
 
-    Returns the §2.4 object (and, with ``return_artifacts``, a dict with the test ``probs``
+    Returns the evaluation object of docs/evaluation.md (and, with ``return_artifacts``, a dict with the test ``probs``
     ``(M, N, C)``, ``labels`` and per-OoD-set MSP scores for plots). ``partial``: evaluate the
     tickets a running or interrupted run lists so far (``result["partial"]`` is then True).
     """
@@ -274,28 +274,37 @@ def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, data_dir
                 device: str = "auto", command: str | None = None, partial: bool = False,
                 latency: dict[str, float] | None = None) -> Path:
     """Evaluate several runs and write a Markdown report with plots to ``out_dir``
-    (``latency``: ``{method: latency ratio to dense}`` for the Pareto plot's latency panels)."""
-    from freetickets.report import write_report, write_results_json
+    (``latency``: ``{method: latency ratio to dense}`` for the Pareto plot's latency panels).
 
-    results: dict[str, Any] = {}
-    artifacts: dict[str, Any] = {}
+    Runs of one method with the same settings and different seeds are seeds of that method, and
+    methods are paired by seed for the claims (:func:`freetickets.report.seeds.pair_seeds`)."""
+    from freetickets.report import write_report, write_results_json
+    from freetickets.report.seeds import RunResult, method_label, pair_seeds
+
+    runs: list[RunResult] = []
+    arts: dict[str, Any] = {}
     data_name = None
     for rd in run_dirs:
-        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial)
+        # corruption sets are built in for MNIST-1D only; CIFAR-C is a folder `evaluate --corruptions` takes
+        builtin = _read_config(Path(rd)).get("data", "mnist1d") == "mnist1d"
+        res, art = evaluate_run(rd, data_dir=data_dir, device=device, return_artifacts=True, partial=partial,
+                                corruptions="builtin" if builtin else "none")
         if data_name is not None and res["data"] != data_name:
             raise UserError(f"report: {rd} used data '{res['data']}', the others '{data_name}'; compare runs on one data set")
         data_name = res["data"]
-        name = res["method"]
-        k = 2
-        while name in results:
-            name = f"{res['method']}_{k}"
-            k += 1
-        results[name] = res
-        artifacts[name] = plot_inputs(art)
+        runs.append(RunResult(str(rd), res["method"], _read_config(Path(rd)), res))
+        arts[str(rd)] = art
+    try:
+        per_seed, sources = pair_seeds(runs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    # plots that show one run per method (reliability, OoD scores, trajectories) use its lowest seed
+    artifacts = {name: plot_inputs(arts[paths[0]]) for name, paths in sources.items()}
+    notes = [f"{method_label(name)}: {len(paths)} seed(s), runs {', '.join(paths)}" for name, paths in sources.items()]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_results_json(out / "results.json", data_name, [results])
-    return write_report(out, [results], data_name=data_name, artifacts=artifacts, command=command,
+    write_results_json(out / "results.json", data_name, per_seed, extra={"runs": sources})
+    return write_report(out, per_seed, data_name=data_name, artifacts=artifacts, command=command, notes=notes,
                         latency=latency)
 
 

@@ -173,3 +173,18 @@ def test_efficient_ensembles_on_cifar_files(method, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["cost"]["members"] == 2 and len(result["members"]) == 2
     assert 0.0 <= result["ensemble"]["accuracy"] <= 1.0
+
+
+def test_report_on_cifar_runs(tmp_path, capsys):
+    """`report` on CIFAR runs: no built-in corruption sets (CIFAR-C is a folder for `evaluate`),
+    so the report evaluates without them instead of stopping."""
+    data = tmp_path / "data"
+    write_cifar10(data)
+    write_ood(data)
+    run = tmp_path / "run"
+    assert main(TRAIN + ["--data-dir", str(data), "--out", str(run)]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out), "--device", "cpu"]) == 0  # data dir from the run's config
+    results = json.loads((out / "results.json").read_text())
+    assert "corrupted" not in results["methods"]["dst"]["ensemble"]
+    assert set(results["methods"]["dst"]["ensemble"]["ood"]) == {"svhn", "cifar100"}

@@ -57,7 +57,7 @@ COST_KEYS = {"members", "sparsity", "nonzero_params", "dense_params", "train_flo
 
 
 def check_evaluation(result: dict, members: int, sparse: bool, form: str | None = None) -> None:
-    """Every key of design §2.4, fractions in [0, 1], matrices M x M."""
+    """Every key of the evaluation JSON (docs/evaluation.md), fractions in [0, 1], matrices M x M."""
     assert {"ensemble", "members", "diversity", "cost"} <= set(result)
     ens = result["ensemble"]
     assert ENSEMBLE_KEYS <= set(ens)

@@ -1,4 +1,4 @@
-"""`predict`, `flops`, `models`, `report`, and one real subprocess smoke test (design §2.1)."""
+"""`predict`, `flops`, `models`, `report`, and one real subprocess smoke test (README, Command line)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,8 @@ from freetickets.cli.main import main
 from freetickets.ensembles.ensemble import Ensemble
 from freetickets.flops import dense_layer_flops
 from freetickets.models import create_model, list_models
+
+from _cli_helpers import METHOD_ARGS, train_cli
 
 
 def test_predict_on_a_npy_file(cli_runs, tmp_path, capsys):
@@ -102,6 +104,30 @@ def test_report_writes_markdown(cli_runs, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert "data" in results
     assert list(out.glob("*.png"))
+
+
+def test_report_pairs_seeds_and_uses_each_runs_dense_reference(cli_runs, tmp_path, capsys):
+    """A second DST run that differs only in --seed is seed 1 of 'dst' (not 'dst_2'); without a
+    dense run the cost claims against dense use each run's own dense reference."""
+    seed1 = tmp_path / "dst_seed1"
+    assert train_cli(seed1, "dst", *METHOD_ARGS["dst"], "--seed", "1") == 0
+    out = tmp_path / "report"
+    runs = [str(cli_runs["dst"]), str(seed1), str(cli_runs["edst"])]
+    assert main(["report", *runs, "--out", str(out), "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_seeds"] == 2 and [sorted(s) for s in results["seeds"]] == [["dst", "edst"], ["dst"]]
+    assert results["runs"] == {"dst": runs[:2], "edst": runs[2:]}
+    assert results["summary"]["dst"]["accuracy"]["std"] > 0  # two different runs averaged
+    claims = {c["name"]: c for c in results["claims"]}
+    edst = claims["EDST training FLOPs < dense"]
+    assert edst["verdict"] != "skipped" and edst["reference"] == "each run's own dense reference"
+    assert edst["difference"] == pytest.approx(
+        results["seeds"][0]["edst"]["cost"]["train_flops_vs_dense"] - 1.0)
+    text = (out / "report.md").read_text()
+    assert "dst_2" not in text and "2 seeds" in text
+    assert f"DST ensemble: 2 seed(s), runs {runs[0]}, {runs[1]}" in text
+    assert main(["report", runs[0], runs[0], "--out", str(out), "--device", "cpu"]) == 2
+    assert "same method, settings and seed" in capsys.readouterr().err
 
 
 def _subprocess(args: list[str], env_dir) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""`freetickets demo` (design §2.1, §2.4): every method, every key, report and plots."""
+"""`freetickets demo` (README, docs/evaluation.md): every method, every key, report and plots."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Every method end to end from the command line, and `evaluate --json` (design §2.1, §2.4)."""
+"""Every method end to end from the command line, and `evaluate --json` (README, docs/evaluation.md)."""
 from __future__ import annotations
 
 import json

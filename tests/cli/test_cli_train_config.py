@@ -1,4 +1,4 @@
-"""`freetickets train` configuration and user errors (design §2.1): --config, flags, --set, presets;
+"""`freetickets train` configuration and user errors (README, Command line): --config, flags, --set, presets;
 every mistake is one line on stderr, exit status 2, and no run directory that looks complete."""
 from __future__ import annotations
 

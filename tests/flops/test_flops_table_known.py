@@ -3,7 +3,7 @@
 The model is the MNIST-1D MLP (40 -> 256 -> 256 -> 10): its dense forward FLOPs per sample are
 the three matmuls, 2 x (40·256 + 256·256 + 256·10) = 156,672, computed here by hand. The sparse
 forward is the same sum with each layer weighted by its ERK density (the ERK primitive is tested
-in tests/sparse). Per-run totals follow the accounting of design §5: a normal step costs 3 f per
+in tests/sparse). Per-run totals follow the accounting of docs/flops.md: a normal step costs 3 f per
 sample, a gradient-growth update step 2 f_S + f_D.
 """
 from __future__ import annotations

@@ -57,7 +57,8 @@ def test_bert_exact_density_after_training(tmp_path):
                                    callbacks=[cb])
     trainer.train()
     engine = cb.engine
-    assert trainer.state.global_step == engine.step_count == 6 and engine.update_count == 3
+    # max_steps 6: updates stop at step 4 (75%), so the only update is at step 2
+    assert trainer.state.global_step == engine.step_count == 6 and engine.end_step == 4 and engine.update_count == 1
     names = [n for n, _ in sparsifiable_parameters(model)]
     assert "bert.encoder.layer.0.attention.self.query.weight" in names
     assert not any("embeddings" in n or "LayerNorm" in n for n in names)
@@ -98,3 +99,17 @@ def test_resume_without_engine_state_is_an_error(tmp_path):
                                    callbacks=[SparseTrainingCallback(sparsity=0.8)])
     with pytest.raises(FileNotFoundError, match="sparse_engine.pt does not exist"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+
+
+def test_default_training_ends_on_trained_weights(tmp_path):
+    """Default options as documented (sparsity 0.8, update every 4 steps): updates stop at 75% of
+    ``max_steps``, so >= 99% of the active weights are non-zero after ``train()``."""
+    model = tiny_bert(0)
+    cb = SparseTrainingCallback(sparsity=0.8, update_interval=4)
+    transformers.Trainer(model=model, args=_args(tmp_path, 12), train_dataset=Tokens(), callbacks=[cb]).train()
+    engine = cb.engine
+    assert engine.total_steps == 12 and engine.end_step == 9 and engine.update_count == 2  # steps 4 and 8
+    params = dict(model.named_parameters())
+    active = sum(int(m.sum()) for m in engine.masks.values())
+    nonzero = sum(int((params[n].detach()[m] != 0).sum()) for n, m in engine.masks.items())
+    assert nonzero / active >= 0.99

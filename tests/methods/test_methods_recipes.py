@@ -25,7 +25,7 @@ def test_every_method_name_has_one_recipe():
 
 
 def test_recipes_never_import_the_loop():
-    """Importing every recipe leaves the training loop unimported (design.md §6: no cycle)."""
+    """Importing every recipe leaves the training loop unimported (docs/architecture.md: no cycle)."""
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""Synthetic §2.4 evaluation objects for the report tests (hand-chosen numbers, no training)."""
+"""Synthetic evaluation objects (docs/evaluation.md) for the report tests (hand-chosen numbers, no training)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""EDST (design §3): one run, exploration then M refinement phases, M-1 jumps, one ticket per phase."""
+"""EDST (docs/algorithms.md): one run, exploration then M refinement phases, M-1 jumps, one ticket per phase."""
 from __future__ import annotations
 
 import itertools

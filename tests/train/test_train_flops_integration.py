@@ -1,4 +1,4 @@
-"""Training FLOPs of actual runs (design §5) against closed forms built from the ticket densities.
+"""Training FLOPs of actual runs (docs/flops.md) against closed forms built from the ticket densities.
 
 Per sample: a normal step costs 3 f_S, a gradient-growth update step 2 f_S + f_D (f_S: sparse
 forward from ``forward_flops`` on the ticket densities, f_D: dense forward). Every epoch sees each

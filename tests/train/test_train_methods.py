@@ -1,4 +1,4 @@
-"""DST, static, PF and deep ensembles (design §3): what distinguishes each method's members."""
+"""DST, static, PF and deep ensembles (docs/algorithms.md): what distinguishes each method's members."""
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,4 @@
-"""The command line: argument parsing only (design §7: the one place that touches argv).
+"""The command line: argument parsing only (docs/architecture.md: the one place that touches argv).
 
 Every user mistake ends as one line on stderr and exit status 2, never a traceback.
 """
@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-v", "--verbose", action="store_true")
 
     r = sub.add_parser("report", help="Markdown report with plots comparing run directories")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="runs to compare; runs of one method that differ only in --seed are its seeds")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument("--data-dir")
     r.add_argument("--latency", metavar="FILE.json",

@@ -8,7 +8,7 @@ OoD sets (why each is out of distribution):
 
 * ``shuffled``: each sequence's 40 positions permuted at random (its own permutation). Keeps
   every value of a real signal but destroys the temporal structure the classes are made of
-  (the spec's "spatially shuffled MNIST-1D"; far OoD).
+  (a spatially shuffled MNIST-1D; far OoD).
 * ``noise``: i.i.d. Gaussian noise with the per-position mean and standard deviation of the
   training inputs: matches first and second moments, has no template at all (far OoD).
 * ``class_mix``: the average of two test signals of *different* classes, rescaled to the test

@@ -1,4 +1,4 @@
-"""Exact sparse-aware FLOPs accounting (design §5).
+"""Exact sparse-aware FLOPs accounting (docs/flops.md).
 
 :func:`dense_layer_flops` measures the per-sample dense forward FLOPs of every Conv/Linear layer
 (FlopCounterMode's convention: 2 x multiply-accumulates, bias and element-wise ops not counted);

@@ -1,4 +1,4 @@
-"""Dense per-layer forward FLOPs of a model (design §5).
+"""Dense per-layer forward FLOPs of a model (docs/flops.md).
 
 Convention (that of ``torch.utils.flop_counter.FlopCounterMode``, which we follow exactly so
 that our numbers can be checked against it): FLOPs = 2 x multiply-accumulates of convolutions

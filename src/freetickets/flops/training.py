@@ -1,4 +1,4 @@
-"""Sparse forward, training and inference FLOPs (design §5, RigL's accounting, Evci et al. 2020).
+"""Sparse forward, training and inference FLOPs (docs/flops.md, RigL's accounting, Evci et al. 2020).
 
 Notation, per sample: ``f_S`` = sparse forward FLOPs (:func:`forward_flops`: each sparse layer
 at dense FLOPs x density, everything else dense), ``f_D`` = dense forward FLOPs

@@ -1,6 +1,7 @@
 """Shared by the framework callbacks: building (or rebuilding on resume) the engine."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +28,16 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 
 def build_engine(model: nn.Module, optimizer: torch.optim.Optimizer, options: Mapping[str, Any],
-                 state: Mapping[str, Any] | None) -> SparseEngine:
+                 state: Mapping[str, Any] | None, total_steps: float | None = None) -> SparseEngine:
     """A new engine from ``options``; with ``state`` (a saved ``engine.state_dict()``, the model
     weights already restored) it starts from the saved masks -- so building it neither redraws
-    masks nor zeroes restored weights nor rescales them -- and then loads the saved counters."""
+    masks nor zeroes restored weights nor rescales them -- and then loads the saved counters.
+
+    ``total_steps`` is the trainer's total optimizer steps (``None`` or not finite: unknown); it
+    becomes the engine's ``total_steps`` unless ``options`` set one, so updates stop at 75% of
+    training by default (:class:`~freetickets.sparse.SparseEngine`)."""
+    if "total_steps" not in options and total_steps is not None and math.isfinite(total_steps) and total_steps > 0:
+        options = {**options, "total_steps": int(total_steps)}
     if state is None:
         return SparseEngine(model, optimizer, **options)
     opts = dict(options)

@@ -14,6 +14,10 @@ What it does and why there:
   LightningModule (so names are the module's ``named_parameters`` names) and its single
   optimizer. On resume it starts from the masks saved in the checkpoint instead of drawing new
   ones.
+* **Updates end on a trained model**: the engine gets ``total_steps=
+  trainer.estimated_stepping_batches`` (the fit's optimizer steps, accumulation included), so
+  topology updates stop at 75% of them and the last quarter trains the final topology. Pass
+  ``end_step=`` or ``total_steps=`` among the engine options to choose otherwise.
 * **After every optimizer step**: ``on_train_batch_end`` runs after Lightning's
   ``optimizer.step()`` and before the next batch's forward pass and ``zero_grad`` (Lightning
   zeroes gradients inside the next closure), so masked weights are 0 for every forward pass and
@@ -73,7 +77,8 @@ class SparseTrainingCallback(pl.Callback):
         if len(trainer.optimizers) != 1:
             raise ValueError(f"SparseTrainingCallback: needs exactly one optimizer, the module has {len(trainer.optimizers)}")
         optimizer = unwrap_optimizer(trainer.optimizers[0])
-        self.engine = build_engine(pl_module, optimizer, self.engine_options, self._restored)
+        self.engine = build_engine(pl_module, optimizer, self.engine_options, self._restored,
+                                   total_steps=trainer.estimated_stepping_batches)
         self._restored = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

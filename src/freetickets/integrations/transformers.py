@@ -17,6 +17,9 @@ What it does and why there:
   LayerNorms dense). On resume (``state.global_step > 0``) it loads the engine state saved next
   to that checkpoint, ``<output_dir>/checkpoint-<global_step>/sparse_engine.pt``, starting from
   its masks; a missing file is an error (the checkpoint was written without this callback).
+  The engine gets ``total_steps=state.max_steps`` (the run's optimizer steps), so topology
+  updates stop at 75% of them and the last quarter trains the final topology; ``end_step=`` or
+  ``total_steps=`` among the engine options choose otherwise.
 * ``on_optimizer_step`` (after ``optimizer.step()``, before ``zero_grad()``): ``engine.step()``;
   it runs once per optimizer step, so with ``gradient_accumulation_steps`` the engine counts
   optimizer steps and gradient growth ranks the accumulated gradient. Steps skipped by fp16
@@ -79,7 +82,8 @@ class SparseTrainingCallback(TrainerCallback):
                     f"SparseTrainingCallback: resuming at step {state.global_step} but {path} does not exist "
                     "(was the checkpoint written without SparseTrainingCallback?)")
             saved = safe_torch_load(path, map_location="cpu")
-        self.engine = build_engine(model, unwrap_optimizer(optimizer), self.engine_options, saved)
+        self.engine = build_engine(model, unwrap_optimizer(optimizer), self.engine_options, saved,
+                                   total_steps=state.max_steps)
         if self.engine.step_count != state.global_step:
             raise RuntimeError(f"SparseTrainingCallback: engine state at step {self.engine.step_count}, "
                                f"Trainer at step {state.global_step}")

@@ -85,11 +85,13 @@ def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None
         end_step = max(1, int(cfg.update_end_fraction * setup.total_steps))
     elif cfg.prune_schedule == "cosine":
         end_step = setup.total_steps
+    else:  # the presets' constant schedule may update up to the job's last step (the engine warns if one does)
+        end_step = setup.total_steps + 1
     return SparseEngine(setup.model, setup.optimizer, sparsity=cfg.sparsity, distribution=cfg.distribution,
                         prune=cfg.prune, grow=cfg.grow, prune_fraction=cfg.prune_fraction,
                         prune_schedule=cfg.prune_schedule, update_interval=update_interval, end_step=end_step,
                         seed=setup.job.seed, sparse_init=cfg.sparse_init if sparse_init is None else sparse_init,
-                        masks=masks, check_consistency=setup.check_consistency,
+                        masks=masks, check_consistency=setup.check_consistency, total_steps=setup.total_steps,
                         **engine_options(cfg))  # include/exclude/regrow_pruned
 
 

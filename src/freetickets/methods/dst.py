@@ -1,4 +1,4 @@
-"""DST ensemble: M independent dynamic-sparse-training runs at sparsity S (FreeTickets §3).
+"""DST ensemble: M independent dynamic-sparse-training runs at sparsity S (FreeTickets, Liu et al. 2022, Sec. 3).
 
 Member k starts from its own random sparse masks (seed ``seed + k``) and prunes and regrows every
 ``update_interval`` optimizer steps with the run's prune/grow rules; its ticket is its best

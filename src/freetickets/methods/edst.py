@@ -1,4 +1,4 @@
-"""EDST ensemble (FreeTickets, Liu et al. 2022, §3.2): M tickets from one sparse run.
+"""EDST ensemble (FreeTickets, Liu et al. 2022, Sec. 3.2): M tickets from one sparse run.
 
 The procedure, as the paper gives it:
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics: pure functions on probability tensors (design §4).
+"""Evaluation metrics: pure functions on probability tensors (docs/evaluation.md).
 
 Shapes: ``probs`` is ``(M, N, C)`` member softmax probabilities, members first, or ``(N, C)``
 for one set of probabilities; ``labels`` is ``(N,)`` int64. Per-member metrics return a float64
@@ -6,7 +6,7 @@ tensor ``(M,)`` (0-d for ``(N, C)`` input); for the ensemble prediction pass ``p
 except NLL, whose ensemble form is :func:`ensemble_nll`, and the selective-prediction metrics
 (:func:`aurc` and friends), which are defined on the ensemble's MSP and take ``(M, N, C)``.
 Temperature scaling: :mod:`freetickets.metrics.temperature`. :func:`summarize` and
-:func:`corruption_summary` produce the JSON objects of the evaluation output (design §2.4).
+:func:`corruption_summary` produce the JSON objects of the evaluation output (docs/evaluation.md).
 """
 from freetickets.metrics.calibration import adaptive_ece, ece, reliability_bins
 from freetickets.metrics.classification import accuracy, brier, ensemble_nll, nll

@@ -1,6 +1,6 @@
 """Shape checks shared by the metric functions (private).
 
-Every metric takes ``probs`` of shape ``(M, N, C)`` (members first, design §7.5) or ``(N, C)``
+Every metric takes ``probs`` of shape ``(M, N, C)`` (members first, docs/architecture.md) or ``(N, C)``
 (one set of probabilities, treated as ``M = 1``) and ``labels`` of shape ``(N,)`` with integer
 class indices in ``[0, C)``. Bad shapes raise ``ValueError`` naming the argument.
 """

@@ -1,4 +1,4 @@
-"""Expected calibration error and reliability-diagram bins (design §4).
+"""Expected calibration error and reliability-diagram bins (docs/evaluation.md).
 
 Convention (Guo et al. 2017, top-label): confidence = max_c p_c, prediction = argmax_c p_c (ties
 to the lowest class index, as in :func:`~freetickets.metrics.accuracy`). ``n_bins`` equal-width

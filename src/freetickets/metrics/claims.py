@@ -1,4 +1,4 @@
-"""Per-claim verdicts from paired differences over seeds (design §2.4 ``claims`` block).
+"""Per-claim verdicts from paired differences over seeds (the ``claims`` block of ``results.json``, docs/evaluation.md).
 
 A claim compares two methods trained with the same seeds (e.g. EDST vs dense on accuracy).
 For seed ``i`` the paired difference is ``d_i = a_i - b_i`` (``a`` = claimed-better method).

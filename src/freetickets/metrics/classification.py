@@ -1,4 +1,4 @@
-"""Accuracy, negative log-likelihood and Brier score (design §4).
+"""Accuracy, negative log-likelihood and Brier score (docs/evaluation.md).
 
 All functions take probabilities, never logits: ``probs`` is ``(M, N, C)`` (members first) or
 ``(N, C)`` (treated as one member), ``labels`` is ``(N,)`` int64. Per-member functions return a
@@ -73,7 +73,7 @@ def brier(probs: Tensor, labels: Tensor) -> Tensor:
     """Brier score: mean over samples of ``sum_c (p_c - onehot(y)_c)^2`` (range [0, 2]).
 
     probs: (M, N, C) or (N, C); labels: (N,). Returns (M,) or 0-d. This is the multi-class
-    form of Brier (1950) summed over classes, as in the ensemble literature (design §4); some
+    form of Brier (1950) summed over classes, as in the ensemble literature (docs/evaluation.md); some
     papers divide by C as well, which we do not.
     """
     members, labels, was_2d = members_and_labels(probs, labels)

@@ -1,4 +1,4 @@
-"""Ensemble diversity: prediction disagreement, pairwise KL, mask Hamming distance (design §4).
+"""Ensemble diversity: prediction disagreement, pairwise KL, mask Hamming distance (docs/evaluation.md).
 
 Prediction matrices take ``probs`` (M, N, C) (members first; (N, C) is one member) and return an
 (M, M) float64 tensor with a zero diagonal. Their scalar summaries average over *ordered* pairs

@@ -1,4 +1,4 @@
-"""Out-of-distribution detection scores and metrics (design §4).
+"""Out-of-distribution detection scores and metrics (docs/evaluation.md).
 
 Scores come from the ensemble's predictive distribution; the detection metrics treat
 in-distribution (ID) as the *positive* class and assume that a *higher score means more ID*.

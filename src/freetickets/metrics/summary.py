@@ -1,4 +1,4 @@
-"""JSON-ready summaries of the metrics (design §2.4: "ensemble", "members", "diversity",
+"""JSON-ready summaries of the metrics (docs/evaluation.md: "ensemble", "members", "diversity",
 "corrupted"). Values are plain Python floats and lists, fractions in [0, 1]."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def summarize(member_probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[st
     """Ensemble, per-member and diversity metrics of one evaluation set.
 
     member_probs: (M, N, C) member softmax probabilities ((N, C) = one member); labels: (N,).
-    The ensemble prediction is the mean of member probabilities (design §3); its NLL is
+    The ensemble prediction is the mean of member probabilities (docs/evaluation.md); its NLL is
     :func:`ensemble_nll`. Returns::
 
         {"ensemble": {"accuracy", "nll", "ece", "brier", "ece_adaptive",
@@ -66,7 +66,7 @@ def summarize(member_probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[st
 
 
 def corruption_summary(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Aggregate metrics over corrupted test sets (design §4).
+    """Aggregate metrics over corrupted test sets (docs/evaluation.md).
 
     results: one record per (corruption type, severity) split, each a mapping with keys
     ``"type"`` (str), ``"severity"`` (int), ``"accuracy"``, ``"nll"``, ``"ece"`` (numbers, e.g.

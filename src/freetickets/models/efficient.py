@@ -1,4 +1,5 @@
-"""Efficient-ensemble model forms: MIMO, BatchEnsemble, MC dropout, Packed-Ensembles and Masksembles.
+"""Efficient-ensemble model forms (baselines, docs/algorithms.md): MIMO, BatchEnsemble, MC dropout,
+Packed-Ensembles and Masksembles.
 
 Each wraps a registry model (``create_model(...)``), which it takes over and edits in place,
 and exposes ``num_members`` and ``member_logits(x)``: a plain test batch ``(B, ...)`` ->

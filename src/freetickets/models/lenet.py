@@ -16,7 +16,7 @@ class LeNet5(nn.Module):
     classic way of feeding MNIST to LeNet-5; both ``(1, 28, 28)`` and ``(3, 32, 32)`` then reach
     a 16 x 5 x 5 feature map. ReLU and max pooling replace the original tanh/subsampling, and
     ``batch_norm=True`` (default) adds BatchNorm after every hidden layer, which sparse training
-    needs (design, "practical note").
+    needs (docs/algorithms.md).
     """
 
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], batch_norm: bool = True) -> None:

@@ -2,7 +2,7 @@
 
 Both use BatchNorm after every hidden layer: the project measured that a sparse (S = 0.8, ERK)
 1-D CNN without normalisation trains to about 33% on MNIST-1D and about 95% with it
-(design, "practical note"), because normalisation undoes the variance loss of sparse layers.
+(docs/algorithms.md), because normalisation undoes the variance loss of sparse layers.
 """
 from __future__ import annotations
 

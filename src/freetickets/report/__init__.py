@@ -1,6 +1,6 @@
 """freetickets.report: comparison tables, plots and the Markdown report.
 
-Inputs are the evaluation objects of design §2.4, one ``{method: eval_obj}`` mapping per seed.
+Inputs are the evaluation objects of docs/evaluation.md, one ``{method: eval_obj}`` mapping per seed.
 
 * :mod:`~freetickets.report.seeds`: ``flatten_metrics`` (flat metric keys), ``aggregate_seeds``
   (mean ± std over seeds), the canonical method order.

@@ -68,7 +68,9 @@ def plot_ensemble_size(per_seed_results: Any, path: str | os.PathLike) -> Path:
         ax.set_ylabel(label)
         ax.set_xticks(range(1, k_max + 1))
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    # outside the panels: inside, a legend of up to ten methods hides points (the k = 1 column)
+    fig.legend(handles, names, loc="outside right upper", fontsize=8, title="Method", title_fontsize=8)
     return _save(fig, path)
 
 
@@ -146,4 +148,30 @@ def plot_tsne_trajectories(per_method: Mapping[str, Mapping[str, Any]], path: st
         ax.set_title(f"{method_label(method)}: function-space trajectories", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    handles = _tsne_legend(usable.values(), cmap)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def _tsne_legend(runs: Any, cmap: Any) -> list[Any]:
+    """Legend entries of :func:`plot_tsne_trajectories`: one colour per member (EDST: per
+    refinement phase), EDST's exploration, PF's dense parents, first epoch and ticket markers."""
+    from matplotlib.lines import Line2D
+
+    jobs = [job for v in runs for job in v["jobs"]]
+    members = sorted({int(job["member"]) for job in jobs if job["tickets"] != "phase"}
+                     | {int(pi) for job in jobs if job["tickets"] == "phase"
+                        for ph, pi in zip(job["phase"], job["phase_index"]) if str(ph) == "refine"})
+    phases = any(job["tickets"] == "phase" for job in jobs)
+    others = any(job["tickets"] != "phase" for job in jobs)
+    word = "member / EDST phase" if phases and others else ("refinement phase" if phases else "member")
+    handles = [Line2D([], [], color=cmap(k % 10), marker=".", label=f"{word} {k}") for k in members]
+    if any(job["tickets"] == "phase" and any(str(ph) != "refine" for ph in job["phase"]) for job in jobs):
+        handles.append(Line2D([], [], color="0.6", marker=".", linestyle="none", label="EDST exploration"))
+    if any(job["kind"] == "parent" for job in jobs):
+        handles.append(Line2D([], [], color="0.3", linestyle="--", label="dense parent (PF)"))
+    handles.append(Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="k", linestyle="none",
+                          label="first epoch"))
+    handles.append(Line2D([], [], marker="*", markersize=11, color="0.5", markeredgecolor="k", linestyle="none",
+                          label="ticket"))
+    return handles

@@ -9,7 +9,7 @@ those of :mod:`freetickets.metrics.claims` (two-sided 95% Student-t over the pai
 Entries of the block (a list, in :data:`CLAIMS` order)::
 
     {"name", "methods": [a, b], "metric", "kind": "quality" | "cost", "better": "higher" | "lower",
-     "threshold", "difference", "interval": [lo, hi], "verdict", "seeds", "reason"?}
+     "threshold", "difference", "interval": [lo, hi], "verdict", "seeds", "reason"?, "reference"?}
 
 ``verdict`` is ``holds`` / ``not resolved`` / ``fails``, or:
 
@@ -19,6 +19,10 @@ Entries of the block (a list, in :data:`CLAIMS` order)::
 * ``skipped`` when a method or metric is missing (``reason`` says which; difference and
   interval are ``None``). The demo's method list may grow or shrink: claims use only the
   methods present.
+
+Seeds are paired: only the seeds that both methods were run with count (``seeds`` says how
+many). A cost claim against ``dense`` without a dense run uses each run's own dense reference
+(its ``cost.<metric>_vs_dense`` ratio; ``"reference"`` is then :data:`OWN_REFERENCE`).
 
 Cost claims are counts (FLOPs, non-zero weights), not estimates: their spread over seeds is
 zero by construction, the interval is the point ``[d, d]`` and the verdict is the comparison of
@@ -35,7 +39,7 @@ from freetickets.metrics.claims import verdict as _verdict
 from freetickets.report.seeds import flatten_metrics, seed_list
 from freetickets.report.tables import _render
 
-__all__ = ["CLAIMS", "ClaimSpec", "compute_claims", "claims_table", "NOT_RESOLVABLE", "SKIPPED"]
+__all__ = ["CLAIMS", "ClaimSpec", "compute_claims", "claims_table", "NOT_RESOLVABLE", "OWN_REFERENCE", "SKIPPED"]
 
 NOT_RESOLVABLE = "not resolvable"
 SKIPPED = "skipped"
@@ -63,7 +67,7 @@ class ClaimSpec:
     unit: str = ""
 
 
-#: The paper's claims (FreeTickets §4-5) as the issue lists them.
+#: The paper's claims (FreeTickets, Liu et al. 2022, Secs. 4-5) as the issue lists them.
 CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec("EDST accuracy > dense", "edst", "dense", "accuracy", "higher", scale=100.0, unit=" pp"),
     ClaimSpec("EDST NLL < dense", "edst", "dense", "nll", "lower"),
@@ -97,15 +101,38 @@ def _entry(spec: ClaimSpec) -> dict[str, Any]:
             "interval": [None, None], "verdict": SKIPPED, "seeds": 0}
 
 
+#: ``entry["reference"]`` of a cost claim against dense decided without a dense run.
+OWN_REFERENCE = "each run's own dense reference"
+
+
+def _own_reference(spec: ClaimSpec, seeds: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]] | str:
+    """A cost claim against ``dense`` without a dense run: every run of ``spec.a`` carries the
+    ratio of its cost to its own dense reference (``cost.<metric>_vs_dense``: one dense model of
+    the architecture, trained the run's reference epochs), so ``a / dense`` is that ratio."""
+    key = f"{spec.metric}_vs_dense"
+    ratios = []
+    for k, seed in enumerate(seeds):
+        if spec.a in seed:
+            v = flatten_metrics(seed[spec.a]).get(key)
+            if v is None or not math.isfinite(v):
+                return f"method 'dense' is not in the results and '{key}' of '{spec.a}' is missing in seed {k}"
+            ratios.append(v)
+    return ratios, [1.0] * len(ratios)
+
+
 def _pairs(spec: ClaimSpec, seeds: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]] | str:
-    """Per-seed values of both methods, or the reason the claim cannot be computed."""
-    for method in (spec.a, spec.b):
-        if not any(method in seed for seed in seeds):
-            return f"method '{method}' is not in the results"
+    """Per-seed values of both methods over the seeds that have both, or the reason the claim
+    cannot be computed."""
+    if not any(spec.a in seed for seed in seeds):
+        return f"method '{spec.a}' is not in the results"
+    if spec.kind == "cost" and spec.b == "dense" and not any("dense" in seed for seed in seeds):
+        return _own_reference(spec, seeds)
+    if not any(spec.b in seed for seed in seeds):
+        return f"method '{spec.b}' is not in the results"
     a_vals, b_vals = [], []
     for k, seed in enumerate(seeds):
         if spec.a not in seed or spec.b not in seed:
-            return f"seed {k} lacks '{spec.a}' or '{spec.b}': the pairs are incomplete"
+            continue  # a seed only one of them was run with: no pair
         fa, fb = flatten_metrics(seed[spec.a]), flatten_metrics(seed[spec.b])
         for method, flat in ((spec.a, fa), (spec.b, fb)):
             v = flat.get(spec.metric)
@@ -115,6 +142,8 @@ def _pairs(spec: ClaimSpec, seeds: Sequence[Mapping[str, Any]]) -> tuple[list[fl
             return f"'{spec.metric}' of '{spec.b}' is 0 in seed {k}: no ratio"
         a_vals.append(fa[spec.metric])
         b_vals.append(fb[spec.metric])
+    if not a_vals:
+        return f"'{spec.a}' and '{spec.b}' share no seed: nothing to pair"
     return a_vals, b_vals
 
 
@@ -131,6 +160,8 @@ def compute_claims(per_seed: Sequence[Mapping[str, Mapping[str, Any]]],
             out.append(entry)
             continue
         a_vals, b_vals = pairs
+        if spec.kind == "cost" and spec.b == "dense" and not any("dense" in seed for seed in seeds):
+            entry["reference"] = OWN_REFERENCE
         higher = spec.better == "higher"
         if spec.kind == "cost":  # ratio - 1 against 0: pass a/b - 1 as "a", 0 as "b"
             a_vals, b_vals = [x / y - 1.0 for x, y in zip(a_vals, b_vals)], [0.0] * len(a_vals)
@@ -184,6 +215,8 @@ def claims_table(claims: Sequence[Mapping[str, Any]], fmt: str = "markdown") -> 
         verdict = c.get("verdict", "")
         if verdict == SKIPPED and c.get("reason"):
             verdict = f"skipped: {c['reason']}"
+        elif c.get("reference"):
+            verdict = f"{verdict} (vs {c['reference']})"
         rows.append([str(c.get("name")), str(c.get("seeds", 0)), _fmt(c.get("difference"), spec, kind),
                      interval, verdict])
     return _render(["Claim", "Seeds", "Difference", "95% interval", "Verdict"], rows, fmt,

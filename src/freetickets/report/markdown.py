@@ -1,7 +1,7 @@
 """The Markdown report (``report.md`` with PNG plots) and ``results.json``.
 
 ``write_report`` is what ``freetickets demo`` and ``freetickets report`` call: it turns the
-per-seed evaluation objects (design §2.4) into one self-describing document, with the
+per-seed evaluation objects (docs/evaluation.md) into one self-describing document, with the
 evaluation conventions spelled out so that numbers can be compared with other papers'.
 Plots whose inputs are missing are skipped with a log line, never an error: a partial
 evaluation (no OoD sets, no corruptions, no saved scores) still gives a report.
@@ -28,7 +28,7 @@ __all__ = ["CONVENTIONS", "write_report", "write_results_json"]
 
 logger = logging.getLogger(__name__)
 
-#: The evaluation conventions (design §4-5), printed in every report.
+#: The evaluation conventions (docs/evaluation.md, docs/flops.md), printed in every report.
 CONVENTIONS: tuple[str, ...] = (
     "Ensemble prediction: the mean of the members' softmax probabilities.",
     "NLL: −mean log p̄(y|x) of the ensemble, computed stably (logsumexp over members of the "
@@ -168,8 +168,8 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.md`` and its PNG plots; return the path of ``report.md``.
 
-    ``per_seed_results`` is a list (one entry per seed) of ``{method: eval_obj}`` (design
-    §2.4). ``artifacts`` optionally holds per method ``"reliability"`` (bins as accepted by
+    ``per_seed_results`` is a list (one entry per seed) of ``{method: eval_obj}``
+    (docs/evaluation.md). ``artifacts`` optionally holds per method ``"reliability"`` (bins as accepted by
     :func:`freetickets.report.plots.reliability_arrays`) and ``"ood_scores"`` (``{"id": scores,
     ood_name: scores}``) for the plots that need more than the JSON. ``command`` is the command
     line that produced the results (shown so the report can be regenerated); ``notes`` are
@@ -330,7 +330,7 @@ def write_results_json(
     """Write ``results.json`` atomically and return its path.
 
     Layout: ``{"data": data_name, "methods": {method: eval_obj} (the first seed, the plain
-    §2.4 objects), "seeds": [{method: eval_obj}, ...] (every seed), "summary": {method: {key:
+    evaluation objects), "seeds": [{method: eval_obj}, ...] (every seed), "summary": {method: {key:
     {"mean", "std"}}} (flattened keys, see :mod:`freetickets.report.tables`), "claims": [...]
     (:func:`freetickets.report.claims.compute_claims`), "ensemble_size": {method: {"k", "accuracy",
     "nll", "ece"}} (first-k curves, mean over seeds), "num_seeds": N}`` plus the keys of

@@ -217,14 +217,18 @@ def plot_metric_vs_flops(per_seed_results: Any, metric: str | Sequence[str], pat
     if not any(points.values()):
         raise ValueError(f"per_seed_results: no method has both training FLOPs and {', '.join(metrics)}")
     fig, axes = _figure(len(metrics), max_cols=2, panel_size=(5.0, 3.8))
+    labels: list[tuple[Any, list[Any], list[float], list[float]]] = []  # (axes, texts, x, y) per panel
     for ax, m in zip(axes, metrics):
         label, scale = _metric_label(m)
+        texts, px, py = [], [], []
         for method, x, xs, y, ys in points[m]:
             ax.errorbar(x, y * scale, xerr=xs if several and xs > 0 else None,
                         yerr=ys * scale if several else None, fmt="o", color=_color(method),
                         capsize=3, markersize=7, label=method_label(method))
-            ax.annotate(method_label(method), (x, y * scale), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
+            texts.append(ax.text(x, y * scale, method_label(method), fontsize=8))
+            px.append(x)
+            py.append(y * scale)
+        labels.append((ax, texts, px, py))
         xs_all = [p[1] for p in points[m]]
         if xs_all:
             ax.set_xscale("log")
@@ -238,7 +242,30 @@ def plot_metric_vs_flops(per_seed_results: Any, metric: str | Sequence[str], pat
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"{label} vs training cost", fontsize=10)
+        ax.margins(y=0.15)  # room above and below the extreme points for their labels
+    _place_labels(fig, labels)
     return _save(fig, path)
+
+
+def _place_labels(fig: Figure, panels: Sequence[tuple[Any, list[Any], list[float], list[float]]]) -> None:
+    """Move point labels so that they overlap neither each other nor the points, with a thin
+    line to their point when moved away (``adjustText``: methods at the same cost, e.g. dense,
+    MC dropout and snapshot at 1x, otherwise print on top of each other). The layout is fixed
+    first, since the placement works in display coordinates; a fixed iteration count (not
+    adjustText's default time limit) keeps the result the same on a busy machine. Should labels
+    still overlap, the panel also gets a legend (the colours name the methods)."""
+    from adjustText import adjust_text
+
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for ax, texts, x, y in panels:
+        if not texts:
+            continue
+        adjust_text(texts, x=x, y=y, ax=ax, ensure_inside_axes=True, expand=(1.2, 1.6), force_text=(0.5, 1.0),
+                    force_static=(0.3, 0.6), iter_lim=500, arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.6})
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+            ax.legend(fontsize=7)
 
 
 def _first_seed(results: Any) -> Mapping[str, Any]:

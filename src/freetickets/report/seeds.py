@@ -1,7 +1,7 @@
 """Per-seed evaluation objects as flat metric keys, their mean ± std over seeds, and the
 canonical method order: what every table, plot and claim of the report reads.
 
-Input is what ``freetickets evaluate --json`` produces per method (design §2.4), one mapping
+Input is what ``freetickets evaluate --json`` produces per method (docs/evaluation.md), one mapping
 ``{method: eval_obj}`` per seed; ``per_seed`` is the list of those mappings.
 
 Flattened metric keys (the keys of :func:`flatten_metrics` and :func:`aggregate_seeds`):
@@ -16,12 +16,13 @@ Flattened metric keys (the keys of :func:`flatten_metrics` and :func:`aggregate_
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["METHOD_ORDER", "METHOD_LABELS", "Stats", "method_label", "order_methods", "flatten_metrics",
-           "seed_list", "aggregate_seeds"]
+__all__ = ["METHOD_ORDER", "METHOD_LABELS", "RUN_ONLY_KEYS", "RunResult", "Stats", "method_label", "order_methods",
+           "flatten_metrics", "seed_list", "aggregate_seeds", "pair_seeds"]
 
 #: Canonical order of the paper's methods in every table and plot.
 METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
@@ -89,7 +90,7 @@ def _flatten_dict(obj: Mapping[str, Any], prefix: str, out: dict[str, float]) ->
 
 
 def flatten_metrics(eval_obj: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten one §2.4 evaluation object into ``{key: float}`` (keys in the module docstring).
+    """Flatten one evaluation object into ``{key: float}`` (keys in the module docstring).
 
     Only scalars are kept; matrices and lists are summarised by the derived keys so that seeds
     can be averaged key by key.
@@ -160,7 +161,7 @@ def seed_list(per_seed: Any) -> list[Mapping[str, Any]]:
 def aggregate_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Stats]:
     """Mean and standard deviation over seeds of every scalar metric of every method.
 
-    ``per_seed[k][method]`` is the §2.4 evaluation object of ``method`` for seed ``k``. Returns
+    ``per_seed[k][method]`` is the evaluation object of ``method`` for seed ``k``. Returns
     ``{method: {key: (mean, std)}}`` with the flattened keys of :func:`flatten_metrics`, methods
     in canonical order. The std is the sample standard deviation (ddof=1, the usual "mean ± std
     over runs"); it is 0.0 when only one seed carries the key. A key missing from some seeds is
@@ -182,3 +183,68 @@ def aggregate_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict
             stats[key] = (float(np.mean(arr)), std)
         result[method] = stats
     return result
+
+
+#: Configuration keys that do not define a method's settings: the seed, and where or how a run
+#: ran (data folder, device, workers, checkpoint cadence, the PF parent run, which is one per seed).
+RUN_ONLY_KEYS: frozenset[str] = frozenset({
+    "seed", "data_dir", "device", "num_workers", "eval_batch_size", "checkpoint_every_steps", "dist_backend",
+    "check_consistency", "from_run"})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One evaluated run: where it is (for messages), its method, its resolved configuration
+    (``config.yaml``; may be empty) and its evaluation object."""
+
+    source: str
+    method: str
+    config: Mapping[str, Any]
+    result: Mapping[str, Any] = field(repr=False)
+
+
+def _settings(run: RunResult) -> str:
+    """The run's settings as a canonical string: every configuration key but :data:`RUN_ONLY_KEYS`."""
+    import json
+
+    kept = {k: v for k, v in run.config.items() if k not in RUN_ONLY_KEYS}
+    return json.dumps({"method": run.method, **kept}, sort_keys=True, default=str)
+
+
+def pair_seeds(runs: Sequence[RunResult]) -> tuple[list[dict[str, Mapping[str, Any]]], dict[str, list[str]]]:
+    """Group runs that differ only in their seed into one method, and pair methods by seed.
+
+    Runs with the same method and the same settings (configuration without
+    :data:`RUN_ONLY_KEYS`) are seeds of one entry named after the method; a later group of the
+    same method with other settings is ``<method>_2``, ``_3``, ... Returns ``(per_seed, sources)``:
+    ``per_seed[k]`` is ``{name: evaluation}`` of each entry's run with its k-th smallest seed (an
+    entry with fewer runs is absent from the later slots, so claims pair only the slots both
+    methods have), and ``sources[name]`` lists that entry's runs in seed order. When every
+    method was run with the same seeds (the usual case, and the demo's), slot k pairs runs of
+    equal seed, which share data order; otherwise the pairs are independent replicates, for
+    which the paired interval is still valid. Runs without a recorded seed count as seed 0. Two
+    runs of one entry with the same seed raise ``ValueError`` (a run given twice, or a repeat
+    that is not another seed).
+    """
+    if not runs:
+        raise ValueError("pair_seeds: no runs")
+    groups: dict[str, dict[int, RunResult]] = {}
+    names: dict[str, str] = {}  # settings -> entry name
+    taken: dict[str, int] = {}  # method -> entries named so far
+    for run in runs:
+        key = _settings(run)
+        if key not in names:
+            taken[run.method] = taken.get(run.method, 0) + 1
+            names[key] = run.method if taken[run.method] == 1 else f"{run.method}_{taken[run.method]}"
+            groups[names[key]] = {}
+        seed = int(run.config.get("seed") or 0)
+        group = groups[names[key]]
+        if seed in group:
+            raise ValueError(f"report: {group[seed].source} and {run.source} are the same method, settings and seed "
+                             f"({seed}); give each run once, or train the second with another --seed")
+        group[seed] = run
+    ordered = {name: [group[seed] for seed in sorted(group)] for name, group in groups.items()}
+    slots = max(len(r) for r in ordered.values())
+    per_seed = [{name: r[k].result for name, r in ordered.items() if k < len(r)} for k in range(slots)]
+    sources = {name: [run.source for run in r] for name, r in ordered.items()}
+    return per_seed, sources

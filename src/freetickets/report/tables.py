@@ -1,6 +1,6 @@
 """Comparison tables (Markdown and aligned text) built from evaluation objects.
 
-Input everywhere is what ``freetickets evaluate --json`` produces per method (design §2.4), one
+Input everywhere is what ``freetickets evaluate --json`` produces per method (docs/evaluation.md), one
 mapping ``{method: eval_obj}`` per seed; ``per_seed`` is the list of those mappings. Every
 function tolerates missing optional parts (no ``"ood"``, no ``"corrupted"``, a single member
 without diversity): the affected cells show an em dash (``—``) instead of failing, because a

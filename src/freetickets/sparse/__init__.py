@@ -1,4 +1,4 @@
-"""Dynamic sparse training engine (design §3): masks, layer-wise distributions (uniform/er/erk),
+"""Dynamic sparse training engine (docs/algorithms.md): masks, layer-wise distributions (uniform/er/erk),
 prune and grow rules (small registries), prune-fraction schedules (pure functions of the step),
 :class:`SparseEngine` and one-shot global magnitude pruning for PF ensembles.
 """

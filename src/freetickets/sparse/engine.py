@@ -1,6 +1,6 @@
 """``SparseEngine``: dynamic sparse training attached to any model and optimizer.
 
-Usage (design §2.2)::
+Usage (docs/using-in-your-loop.md)::
 
     engine = SparseEngine(model, optimizer, sparsity=0.8)
     for x, y in loader:
@@ -26,8 +26,9 @@ How it works and why:
   inverted mask). Layers that are fully dense (e.g. made dense by ERK) are skipped. Gradients are
   not masked, so the *dense* gradient of the current mini-batch is available to RigL growth.
 * **Updates.** At optimizer steps t with ``t % update_interval == 0`` and ``t < end_step`` (when
-  given), with p_t from the prune schedule, each layer with n_active active weights out of n
-  prunes ``k = ceil(p_t * n_active)`` weights by the prune rule and regrows exactly ``k`` by the
+  given; with ``total_steps`` T and no ``end_step`` it is ``floor(0.75 T)``, RigL's stop, so the
+  last quarter of training trains the final topology), with p_t from the prune schedule, each
+  layer with n_active active weights out of n prunes ``k = ceil(p_t * n_active)`` weights by the prune rule and regrows exactly ``k`` by the
   grow rule. ``regrow_pruned=True`` (default; the released FreeTickets code and RigL): every
   position inactive after pruning is eligible, so a weight pruned in an update may be regrown in
   the same update (restarting at 0). ``regrow_pruned=False``: only positions inactive *before*
@@ -63,7 +64,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from freetickets.sparse.engine_args import check_arguments, initial_masks, validate_fraction
+from freetickets.sparse.engine_args import check_arguments, initial_masks, resolve_end_step, validate_fraction
 from freetickets.sparse.layer_update import grow_score, layer_k, nonfinite_layers, update_layer
 from freetickets.sparse.layer_update import pack_bits_fast as _pack_bits_fast  # noqa: F401 (old name)
 from freetickets.sparse.layer_update import zero_at as _zero_at  # noqa: F401 (old name)
@@ -101,7 +102,9 @@ class SparseEngine:
         prune_schedule: name in :data:`~freetickets.sparse.schedules.SCHEDULES` (``"constant"``,
             ``"cosine"``; cosine needs ``end_step``).
         update_interval: optimizer steps between updates; ``None`` = static masks.
-        end_step: no update at steps >= ``end_step``; ``None`` = updates never stop.
+        end_step: no update at steps >= ``end_step``; ``None`` = ``floor(0.75 * total_steps)`` when
+            ``total_steps`` is given, else updates never stop (a warning is logged once for the
+            constant schedule: an update near the end leaves regrown weights untrained at 0).
         seed: seed of the engine's CPU generator (initial masks, random growth).
         sparse_init: ``"none"`` or ``"rescale"`` (multiply each sparse layer's initial weights by
             1/sqrt(density), the sparsity-aware initialisation of Evci et al. 2020).
@@ -113,6 +116,9 @@ class SparseEngine:
             (wins over ``include``). A pattern matching nothing is a ``ValueError``.
         regrow_pruned: ``True`` (default, the released code and RigL): a weight pruned in an
             update may be regrown in the same update; ``False``: it may not (see above).
+        total_steps: optimizer steps of the whole run, or ``None`` (unknown). It sets the default
+            ``end_step`` (above) and the cosine schedule's horizon, so the last update is followed
+            by training; the framework callbacks pass the trainer's total steps.
         check_consistency: when ``torch.distributed`` is initialised, all-reduce
             :meth:`mask_checksum` after each update and raise ``RuntimeError`` if ranks differ.
 
@@ -151,12 +157,17 @@ class SparseEngine:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         regrow_pruned: bool = True,
+        total_steps: int | None = None,
     ) -> None:
         # ---- validate arguments (ValueError naming the argument and the allowed values)
         sparsity = check_arguments(sparsity=sparsity, masks=masks, distribution=distribution,
                                    update_interval=update_interval, end_step=end_step, prune_schedule=prune_schedule,
                                    sparse_init=sparse_init, grow=grow, optimizer=optimizer, seed=seed,
-                                   regrow_pruned=regrow_pruned)
+                                   regrow_pruned=regrow_pruned, total_steps=total_steps)
+        end_step, end_warning = resolve_end_step(total_steps=total_steps, end_step=end_step,
+                                                 update_interval=update_interval, prune_schedule=prune_schedule)
+        if end_warning is not None:
+            logger.warning(end_warning)
         self._prune_rule: PruneRule = prune if callable(prune) else get_prune_rule(prune)
         self._grow_rule: GrowRule = grow if callable(grow) else get_grow_rule(grow)
         self.prune_fraction = validate_fraction(prune_fraction, "prune_fraction")
@@ -169,7 +180,8 @@ class SparseEngine:
         self.grow = grow if isinstance(grow, str) else getattr(grow, "__name__", "custom")
         self.prune_schedule = prune_schedule
         self.update_interval = update_interval
-        self.end_step = end_step
+        self.end_step = end_step  # effective: derived from total_steps when not given
+        self.total_steps = total_steps
         self.seed = seed
         self.sparse_init = sparse_init
         self.check_consistency = bool(check_consistency)
@@ -428,7 +440,8 @@ class SparseEngine:
                 "sparsity": self.sparsity_target, "distribution": self.distribution, "prune": self.prune,
                 "grow": self.grow, "prune_fraction": self.prune_fraction,
                 "prune_schedule": self.prune_schedule, "update_interval": self.update_interval,
-                "end_step": self.end_step, "seed": self.seed, "sparse_init": self.sparse_init,
+                "end_step": self.end_step, "total_steps": self.total_steps, "seed": self.seed,
+                "sparse_init": self.sparse_init,
                 "regrow_pruned": self.regrow_pruned, "include": list(self.include), "exclude": list(self.exclude),
             },
         }
@@ -463,6 +476,11 @@ class SparseEngine:
         pending = state.get("pending_update")
         self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
         self._generator.set_state(state["generator_state"].cpu())
+        saved_end = state.get("config", {}).get("end_step", self.end_step)
+        if saved_end != self.end_step:  # e.g. resumed with another total_steps: this engine's value is used
+            logger.warning("SparseEngine: the loaded state stopped updates at step %s, this engine at step %s "
+                           "(different end_step/total_steps); continuing with %s", saved_end, self.end_step,
+                           self.end_step)
         self.apply_masks()
 
     def __repr__(self) -> str:
@@ -470,6 +488,6 @@ class SparseEngine:
             f"SparseEngine(layers={len(self._names)}, sparsity={self.sparsity():.4f}, "
             f"distribution={self.distribution!r}, prune={self.prune!r}, grow={self.grow!r}, "
             f"prune_fraction={self.prune_fraction}, prune_schedule={self.prune_schedule!r}, "
-            f"update_interval={self.update_interval}, end_step={self.end_step}, "
+            f"update_interval={self.update_interval}, end_step={self.end_step}, total_steps={self.total_steps}, "
             f"regrow_pruned={self.regrow_pruned}, steps={self._step_count})"
         )

@@ -48,7 +48,8 @@ def has_momentum_state(optimizer: torch.optim.Optimizer | None) -> bool:
 
 def check_arguments(*, sparsity: float | None, masks: Mapping | None, distribution: str, update_interval: Any,
                     end_step: Any, prune_schedule: str, sparse_init: str, grow: Any,
-                    optimizer: torch.optim.Optimizer | None, seed: Any, regrow_pruned: Any) -> float | None:
+                    optimizer: torch.optim.Optimizer | None, seed: Any, regrow_pruned: Any,
+                    total_steps: Any = None) -> float | None:
     """Check the engine's scalar arguments; return the validated sparsity (``None`` when given masks
     define it)."""
     if masks is None or sparsity is not None:
@@ -59,8 +60,11 @@ def check_arguments(*, sparsity: float | None, masks: Mapping | None, distributi
         raise ValueError(f"update_interval must be a positive integer or None (static masks), got {update_interval!r}")
     if end_step is not None and (not is_int(end_step) or end_step < 0):
         raise ValueError(f"end_step must be a non-negative integer or None (never stop), got {end_step!r}")
-    if prune_schedule == "cosine" and end_step is None:
-        raise ValueError("end_step must be given (a positive integer) when prune_schedule='cosine'")
+    if total_steps is not None and (not is_int(total_steps) or total_steps <= 0):
+        raise ValueError(f"total_steps must be a positive integer (the run's optimizer steps) or None, "
+                         f"got {total_steps!r}")
+    if prune_schedule == "cosine" and end_step is None and total_steps is None:
+        raise ValueError("end_step or total_steps must be given (a positive integer) when prune_schedule='cosine'")
     if sparse_init not in SPARSE_INITS:
         raise ValueError(f"sparse_init must be one of {', '.join(SPARSE_INITS)}; got {sparse_init!r}")
     if grow == "momentum" and not has_momentum_state(optimizer):
@@ -73,6 +77,38 @@ def check_arguments(*, sparsity: float | None, masks: Mapping | None, distributi
     if not isinstance(regrow_pruned, bool):
         raise ValueError(f"regrow_pruned must be True or False, got {regrow_pruned!r}")
     return sparsity
+
+
+#: Share of ``total_steps`` after which updates stop when ``end_step`` is not given (RigL's anchor:
+#: no topology change in the last quarter of training).
+UPDATE_END_FRACTION = 0.75
+
+
+def resolve_end_step(*, total_steps: int | None, end_step: int | None, update_interval: int | None,
+                     prune_schedule: str) -> tuple[int | None, str | None]:
+    """The engine's effective ``end_step`` and, when updates may fall on the run's very last
+    steps with a constant fraction, the warning to log once (``None`` otherwise).
+
+    With ``total_steps`` T and no ``end_step``, updates stop at ``max(1, floor(0.75 T))``, so the
+    last quarter of training trains the final topology (regrown weights start at 0 and need
+    steps to become useful). An explicit ``end_step`` wins. Without ``total_steps`` the engine
+    cannot know where training ends: a constant fraction without ``end_step`` is warned about.
+    """
+    if total_steps is not None and end_step is None:
+        end_step = max(1, int(UPDATE_END_FRACTION * total_steps))
+    if update_interval is None or prune_schedule != "constant":
+        return end_step, None
+    if total_steps is None and end_step is None:
+        return end_step, ("SparseEngine: topology updates run until training stops with a constant prune fraction, so "
+                          "an update near the end leaves regrown weights untrained at 0; pass total_steps=<optimizer "
+                          "steps of the run> (updates then stop at 75% of them) or end_step=")
+    if total_steps is not None and end_step is not None and end_step > total_steps \
+            and total_steps % update_interval == 0:
+        return end_step, (f"SparseEngine: the last of the run's {total_steps} steps is a topology update (end_step "
+                          f"{end_step}, constant prune fraction): its regrown weights stay at 0 in the final model; "
+                          f"stop updates earlier (end_step <= {total_steps}, or end_step=None: 75% of total_steps; "
+                          f"in a run's configuration: update_end_fraction, e.g. --set update_end_fraction=0.75)")
+    return end_step, None
 
 
 def initial_masks(named: list[tuple[str, nn.Parameter]], masks: Mapping[str, torch.Tensor] | None,

@@ -1,4 +1,4 @@
-"""The run directory (design §2.3): paths, manifest, config and metrics files.
+"""The run directory (docs/architecture.md): paths, manifest, config and metrics files.
 
 Results describe themselves: the manifest records what the run was (method, model, data, seeds,
 sparsity, tickets, FLOPs), so nothing ever parses a path to learn it.
