@@ -1,0 +1,409 @@
+"""Channel-structured masks for :class:`~freetickets.sparse.engine.SparseEngine` (``structure="channel"``).
+
+A channel ticket is a smaller dense network: every sparse weight ``W`` of shape ``(out, in, *k)``
+has the mask ``outer(keep_out, keep_in)`` broadcast over the kernel dimensions. Row ``o`` is all
+False iff output channel ``o`` is removed; column ``i`` is all False iff the channel (or, after a
+flatten, the block of features) feeding it was removed upstream.
+
+**Dependencies** come from torch-pruning's ``DependencyGraph`` (traced once at construction on an
+example batch). For each sparse Conv/Linear layer ``P`` the pruning group of one output channel
+says which other tensors index that channel: the consumers' input columns (with the index map
+through ``flatten``), the BatchNorm that normalises it, and any other producer coupled to it. ``P``
+may lose output channels ("removable") only when its group holds nothing but BatchNorms,
+parameter-free operations and consumers that are ungrouped Conv/Linear layers. It keeps all its
+output channels when the group joins another producer (residual addition, concatenated
+producers), holds a module we cannot zero exactly per channel (GroupNorm/LayerNorm mix channels;
+attention), or has no consumer (it produces the model's output, e.g. the logits). Kept layers'
+input columns still follow their producers. We use the graph only to *find* these tensors: the
+masks, not torch-pruning, remove the channels, so the network keeps its shapes during training.
+
+**Exact zeros.** A removed channel is 0 in its weight rows, its bias, and its BatchNorm's affine
+weight and bias, and the optimizer state of all of them is zeroed at every step
+(:meth:`ChannelStructure.apply`). Then the channel's activation is exactly 0, the consumers'
+columns are masked too, and the network computes what the physically smaller network computes.
+
+**Channel counts** (:func:`allocate_channels`): see ``docs/algorithms.md``. In short, a layer of
+density ``d_l`` (from ``erk``/``er``/``uniform``) keeps ``round(min(1, a * sqrt(d_l)) * out_l)``
+output channels (at least 1), since a weight survives when both its output and its input channel
+survive; the one scale ``a`` is chosen (bisection) so that the exact active-weight count, which
+includes the input columns the producers removed, is closest to ``round((1 - S) * N)``.
+
+**Updates** (:meth:`ChannelStructure.update`): each removable layer keeping ``c`` of ``out``
+channels prunes ``k = ceil(p * c)`` channels with the smallest mean magnitude of their active
+weights (the channel score of Chase, Yin et al., NeurIPS 2023) and regrows ``k`` channels
+uniformly at random among the removed ones (SET-style, from the engine's generator). Why not a
+gradient score as RigL uses for weights: a removed channel has zero incoming weights, zero BN
+affine parameters and zero outgoing columns, so every gradient that would rank it (its weights,
+its BN parameters, its outgoing columns) is exactly 0; a dense gradient cannot tell removed
+channels apart. Why regrown channels do not start all-zero as RigL's weights do: with zero
+incoming weights and a zero BN affine weight the channel is a saddle of the loss and would
+never train. A regrown channel's incoming weights are drawn afresh (normal, with the standard
+deviation of the layer's surviving active weights), its BatchNorm affine weight is 1, bias 0,
+running statistics reset (mean 0, variance 1), and its outgoing consumer columns start at
+exactly 0, so, as in RigL, the network's output is unchanged at the moment of growth. The
+optimizer state of every regrown position is zeroed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from freetickets.sparse.distributions import layer_densities
+from freetickets.sparse.selection import ceil_product, round_half_up, select_smallest
+
+__all__ = ["ChannelLayer", "ChannelStructure", "STRUCTURES", "allocate_channels", "build_channel_layers"]
+
+logger = logging.getLogger(__name__)
+
+#: Values of ``SparseEngine(structure=...)``.
+STRUCTURES = ("unstructured", "channel")
+
+_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass
+class ChannelLayer:
+    """One sparse weight seen as channels. ``consumers``: ``(layer index, columns)`` with
+    ``columns`` a ``(out, w)`` long tensor: the consumer's input columns (weight dim 1) fed by
+    each output channel of this layer. ``extras``: per-channel tensors of this layer's output
+    channels (its bias, its BatchNorm's weight and bias) as ``(tensor, index)`` with ``index`` the
+    ``(out,)`` positions in the tensor. ``kept_reason`` is empty for removable layers."""
+
+    name: str
+    out_channels: int
+    in_columns: int
+    cell: int  # weights per (row, column): product of the kernel dimensions
+    kept_reason: str = ""
+    consumers: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    extras: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    norms: list[tuple[nn.Module, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def removable(self) -> bool:
+        return not self.kept_reason
+
+
+def _owners(model: nn.Module) -> dict[int, nn.Module]:
+    return {id(m.weight): m for m in model.modules() if isinstance(m, _LAYER_TYPES) and isinstance(m.weight, nn.Parameter)}
+
+
+def _handler_kind(handler: Any) -> str:
+    name = getattr(handler, "__name__", "")
+    return "out" if name == "prune_out_channels" else "in" if name == "prune_in_channels" else name
+
+
+def _group(dg, module: nn.Module, index: int):
+    import torch_pruning as tp
+
+    fn = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+    return dg.get_pruning_group(module, fn, idxs=[index])
+
+
+def _scan_group(dg, module: nn.Module, sparse_ids: dict[int, int]) -> tuple[str, list, list]:
+    """Classify channel 0's pruning group of ``module``: (kept reason, consumer modules, norms)."""
+    consumers, norms = [], []
+    for dep, _ in _group(dg, module, 0):
+        target, kind = dep.target.module, _handler_kind(dep.handler)
+        if target is module:
+            continue
+        if isinstance(target, _LAYER_TYPES):
+            if kind == "out":
+                return "its output joins another layer's output (residual addition or shared channels)", [], []
+            if getattr(target, "groups", 1) != 1:
+                return "a grouped convolution consumes it", [], []
+            if target not in consumers:
+                consumers.append(target)
+        elif isinstance(target, nn.modules.batchnorm._BatchNorm):
+            norms.append(target)
+        elif any(True for _ in target.parameters(recurse=False)):
+            return f"its channels reach {type(target).__name__}, which cannot drop one channel exactly", [], []
+    if not consumers:
+        return "it produces the model's output", [], []
+    return "", consumers, norms
+
+
+def _columns(dg, module: nn.Module, consumer: nn.Module, out: int) -> torch.Tensor | None:
+    """``(out, w)`` columns of ``consumer`` fed by each output channel of ``module`` (None when
+    the channels do not map to equal-sized column blocks)."""
+    def cols(index: int) -> list[int]:
+        for dep, idxs in _group(dg, module, index):
+            if dep.target.module is consumer and _handler_kind(dep.handler) == "in":
+                return sorted(int(i) for i in idxs)
+        return []
+
+    in_cols = consumer.weight.shape[1]
+    if in_cols == out and cols(0) == [0] and cols(out - 1) == [out - 1]:
+        return torch.arange(out).view(out, 1)  # identity: skip the per-channel queries
+    rows = [cols(c) for c in range(out)]
+    if not rows[0] or any(len(r) != len(rows[0]) for r in rows):
+        return None
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def build_channel_layers(model: nn.Module, named: Sequence[tuple[str, nn.Parameter]],
+                         example_inputs: Any) -> list[ChannelLayer]:
+    """Trace ``model`` on ``example_inputs`` with torch-pruning's ``DependencyGraph`` and describe
+    every sparse parameter of ``named`` as a :class:`ChannelLayer` (module docstring)."""
+    import torch_pruning as tp
+
+    owners = _owners(model)
+    index_of = {id(p): i for i, (_, p) in enumerate(named)}
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics move while tracing
+    try:
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    finally:
+        model.train(was_training)
+    layers: list[ChannelLayer] = []
+    for name, p in named:
+        module = owners.get(id(p))
+        cell = math.prod(int(s) for s in p.shape[2:])
+        layer = ChannelLayer(name, int(p.shape[0]), int(p.shape[1]) if p.dim() > 1 else 1, cell)
+        if module is None:
+            layer.kept_reason = "it is not a Conv/Linear weight"
+        elif getattr(module, "groups", 1) != 1:
+            layer.kept_reason = "grouped convolution"
+        else:
+            reason, consumers, norms = _scan_group(dg, module, index_of)
+            layer.kept_reason = reason
+            for consumer in consumers:
+                if reason:
+                    break
+                columns = _columns(dg, module, consumer, layer.out_channels)
+                if columns is None:
+                    layer.kept_reason = f"its channels map irregularly onto {type(consumer).__name__} inputs"
+                elif id(consumer.weight) in index_of:  # a dense (excluded) consumer just receives zeros
+                    layer.consumers.append((index_of[id(consumer.weight)], columns))
+            if not layer.kept_reason:
+                idx = torch.arange(layer.out_channels)
+                if module.bias is not None:
+                    layer.extras.append((module.bias, idx))
+                for norm in norms:
+                    layer.norms.append((norm, idx))
+                    layer.extras += [(t, idx) for t in (norm.weight, norm.bias) if t is not None]
+        layers.append(layer)
+    del dg
+    return layers
+
+
+def _active_total(layers: Sequence[ChannelLayer], counts: Sequence[int]) -> int:
+    kin = [layer.in_columns for layer in layers]
+    for layer, c in zip(layers, counts):
+        for j, columns in layer.consumers:
+            kin[j] -= (layer.out_channels - c) * columns.shape[1]
+    return sum(c * k * layer.cell for layer, c, k in zip(layers, counts, kin))
+
+
+def allocate_channels(layers: Sequence[ChannelLayer], sparsity: float, distribution: str) -> list[int]:
+    """Output channels each layer keeps (module docstring; ``docs/algorithms.md``)."""
+    shapes = {layer.name: (layer.out_channels, layer.in_columns, layer.cell) for layer in layers}
+    densities = layer_densities(shapes, sparsity, distribution)
+    numel = sum(layer.out_channels * layer.in_columns * layer.cell for layer in layers)
+    target = round_half_up((1.0 - sparsity) * numel)
+    roots = [math.sqrt(densities[layer.name]) for layer in layers]
+
+    def counts(scale: float) -> list[int]:
+        return [min(layer.out_channels, max(1, round_half_up(min(1.0, scale * r) * layer.out_channels)))
+                if layer.removable else layer.out_channels for layer, r in zip(layers, roots)]
+
+    lo, hi = 0.0, 1.0 / max(min(r for r in roots if r > 0) if any(roots) else 1.0, 1e-12)
+    best = counts(hi)
+    best_gap = abs(_active_total(layers, best) - target)
+    for _ in range(60):  # the total is non-decreasing in the scale: bisect towards the target
+        mid = (lo + hi) / 2
+        trial = counts(mid)
+        total = _active_total(layers, trial)
+        if abs(total - target) < best_gap or (abs(total - target) == best_gap and total <= target):
+            best, best_gap = trial, abs(total - target)
+        if total < target:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+class ChannelStructure:
+    """Channel bookkeeping of one engine: which output channels each sparse layer keeps, the
+    masks they imply, exact zeros of removed channels, and channel prune-and-regrow."""
+
+    def __init__(self, layers: list[ChannelLayer], params: Sequence[nn.Parameter]) -> None:
+        self.layers = layers
+        self.params = list(params)
+        self.keep_out: list[torch.Tensor] = [torch.ones(layer.out_channels, dtype=torch.bool) for layer in layers]
+        self.counts = [layer.out_channels for layer in layers]
+
+    # ---------------------------------------------------------------- masks
+    def keep_in(self, j: int) -> torch.Tensor:
+        """Bool ``(in_columns,)``: input columns of layer ``j`` whose producing channel is kept."""
+        keep = torch.ones(self.layers[j].in_columns, dtype=torch.bool)
+        for i, layer in enumerate(self.layers):
+            for consumer, columns in layer.consumers:
+                if consumer == j:
+                    keep[columns[~self.keep_out[i]].reshape(-1)] = False
+        return keep
+
+    def mask(self, j: int) -> torch.Tensor:
+        """``outer(keep_out, keep_in)`` broadcast to the weight's shape, on its device."""
+        p = self.params[j]
+        extra = (1,) * (p.dim() - 2)
+        out = self.keep_out[j].view(-1, 1, *extra) & self.keep_in(j).view(1, -1, *extra)
+        return out.expand(p.shape).contiguous().to(p.device)
+
+    def set_initial(self, counts: Sequence[int], generator: torch.Generator) -> None:
+        """Keep ``counts[j]`` output channels of each layer, drawn uniformly (in layer order)."""
+        for j, (layer, c) in enumerate(zip(self.layers, counts)):
+            keep = torch.zeros(layer.out_channels, dtype=torch.bool)
+            keep[torch.randperm(layer.out_channels, generator=generator)[:c]] = True
+            self.keep_out[j] = keep
+        self.counts = list(counts)
+
+    def load_masks(self, masks: Sequence[torch.Tensor]) -> None:
+        """Read kept output channels back from masks (rows with a True entry); ``ValueError``
+        unless the masks are exactly the channel masks those rows imply."""
+        for j, m in enumerate(masks):
+            self.keep_out[j] = m.reshape(m.shape[0], -1).any(dim=1).cpu()
+        for j, m in enumerate(masks):
+            if not torch.equal(self.mask(j), m.to(torch.bool)):
+                raise ValueError(f"masks[{self.layers[j].name!r}]: not channel-structured "
+                                 f"(expected outer(kept output channels, kept input channels))")
+        self.counts = [int(k.sum()) for k in self.keep_out]
+
+    def describe(self) -> dict[str, Any]:
+        """``name -> kept/out`` channels and, for layers that cannot shrink, why."""
+        return {layer.name: {"channels": int(k.sum()), "out_channels": layer.out_channels,
+                             **({"kept_because": layer.kept_reason} if layer.kept_reason else {})}
+                for layer, k in zip(self.layers, self.keep_out)}
+
+    # ---------------------------------------------------------------- exact zeros
+    @torch.no_grad()
+    def apply(self, optimizer: torch.optim.Optimizer | None, masks: Sequence[torch.Tensor]) -> None:
+        """Zero removed channels' bias/BN affine parameters and the optimizer state of every
+        masked position (weights and those per-channel tensors)."""
+        for j, layer in enumerate(self.layers):
+            removed = ~self.keep_out[j]
+            if bool(removed.any()):
+                for tensor, idx in layer.extras:
+                    where = idx[removed].to(tensor.device)
+                    tensor.index_fill_(0, where, 0.0)
+                    for value in _state(optimizer, tensor):
+                        value.index_fill_(0, where, 0.0)
+            m = masks[j]
+            if not bool(m.all()):
+                for value in _state(optimizer, self.params[j]):
+                    value.mul_(m.view(torch.uint8))
+
+    # ---------------------------------------------------------------- updates
+    @torch.no_grad()
+    def update(self, fraction: float, masks: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer | None,
+               generator: torch.Generator, regrow_pruned: bool) -> tuple[int, int, list[torch.Tensor]]:
+        """Prune and regrow channels in every removable layer; update ``masks`` in place.
+
+        Returns ``(weights moved, weights restarted in place, per-layer bool of regrown
+        positions)``: restarted = positions of channels pruned and regrown in this same update,
+        counted in ``moved`` too (they restart like RigL's reactivated weights).
+        """
+        grown_ch: list[torch.Tensor] = []
+        for j, layer in enumerate(self.layers):
+            keep = self.keep_out[j]
+            c = int(keep.sum())
+            none = torch.zeros_like(keep)
+            if not layer.removable or c >= layer.out_channels:
+                grown_ch.append(none)
+                continue
+            k = ceil_product(fraction, c)
+            if not regrow_pruned:
+                k = min(k, layer.out_channels - c)
+            if k <= 0:
+                grown_ch.append(none)
+                continue
+            p = self.params[j].detach()
+            score = (p.abs() * masks[j]).reshape(layer.out_channels, -1).sum(dim=1).float().cpu()
+            pruned = select_smallest(score, keep, k)
+            eligible = ~(keep & ~pruned) if regrow_pruned else ~keep
+            candidates = eligible.nonzero().view(-1)
+            grown = torch.zeros_like(keep)
+            grown[candidates[torch.randperm(candidates.numel(), generator=generator)[:k]]] = True
+            self.keep_out[j] = (keep & ~pruned) | grown
+            grown_ch.append(grown)
+        return self._apply_update(masks, grown_ch, optimizer, generator)
+
+    def _apply_update(self, masks: Sequence[torch.Tensor], grown_ch: list[torch.Tensor],
+                      optimizer: torch.optim.Optimizer | None,
+                      generator: torch.Generator) -> tuple[int, int, list[torch.Tensor]]:
+        moved = restarted = 0
+        fresh_all: list[torch.Tensor] = []
+        for j, layer in enumerate(self.layers):
+            p, old = self.params[j], masks[j]
+            new = self.mask(j)
+            # positions restarting now: rows of regrown channels, columns fed by regrown channels
+            reset = torch.zeros(layer.out_channels, layer.in_columns, dtype=torch.bool)
+            reset[grown_ch[j]] = True
+            for i, producer in enumerate(self.layers):
+                for consumer, columns in producer.consumers:
+                    if consumer == j:
+                        reset[:, columns[grown_ch[i]].reshape(-1)] = True
+            reset = reset.view(*reset.shape, *(1,) * (p.dim() - 2)).expand(p.shape).to(p.device) & new
+            fresh = reset | (new & ~old)
+            moved += int(fresh.sum())
+            restarted += int((reset & old).sum())
+            self._restart_weights(j, p, old, new, fresh, grown_ch[j], generator)
+            keep_state = (new & ~fresh).view(torch.uint8)
+            for value in _state(optimizer, p):
+                value.mul_(keep_state)
+            old.copy_(new)
+            fresh_all.append(fresh)
+            self._restart_channels(j, grown_ch[j], optimizer)
+        self.counts = [int(k.sum()) for k in self.keep_out]
+        return moved, restarted, fresh_all
+
+    def _restart_weights(self, j: int, p: torch.Tensor, old: torch.Tensor, new: torch.Tensor,
+                         fresh: torch.Tensor, grown: torch.Tensor, generator: torch.Generator) -> None:
+        """Fresh positions start at 0, except the incoming weights of regrown channels, which are
+        drawn from N(0, std of the layer's surviving active weights) (module docstring)."""
+        with torch.no_grad():
+            survivors = p.detach()[(old & new & ~fresh)]
+            std = float(survivors.float().std()) if survivors.numel() > 1 else 0.0
+            if not math.isfinite(std) or std == 0.0:
+                fan_in = self.layers[j].in_columns * self.layers[j].cell
+                std = math.sqrt(2.0 / max(1, fan_in))
+            p.masked_fill_(fresh, 0.0)
+            if bool(grown.any()):
+                rows = grown.nonzero().view(-1)
+                draw = torch.randn((rows.numel(), *p.shape[1:]), generator=generator) * std
+                block = p.data[rows.to(p.device)]
+                row_mask = new[rows.to(p.device)]
+                p.data[rows.to(p.device)] = torch.where(row_mask, draw.to(p.device, p.dtype), block)
+            p.mul_(new.view(torch.uint8)).add_(0.0)
+
+    def _restart_channels(self, j: int, grown: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        """Regrown channels: bias 0, BatchNorm weight 1 / bias 0 / statistics reset, state zeroed."""
+        if not bool(grown.any()):
+            return
+        layer = self.layers[j]
+        for tensor, idx in layer.extras:
+            where = idx[grown].to(tensor.device)
+            tensor.data.index_fill_(0, where, 0.0)
+            for value in _state(optimizer, tensor):
+                value.index_fill_(0, where, 0.0)
+        for norm, idx in layer.norms:
+            where = idx[grown]
+            if norm.weight is not None:
+                norm.weight.data.index_fill_(0, where.to(norm.weight.device), 1.0)
+            if norm.running_mean is not None:
+                norm.running_mean.index_fill_(0, where.to(norm.running_mean.device), 0.0)
+                norm.running_var.index_fill_(0, where.to(norm.running_var.device), 1.0)
+
+
+def _state(optimizer: torch.optim.Optimizer | None, tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Optimizer-state tensors of ``tensor``'s shape (momentum, Adam moments, ...)."""
+    if optimizer is None:
+        return []
+    state: Mapping[str, Any] = optimizer.state.get(tensor, {})
+    return [v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == tensor.shape]
