@@ -215,3 +215,23 @@ def test_bad_arguments_are_value_errors():
     unstructured = SparseEngine(model, None, sparsity=0.8).masks
     with pytest.raises(ValueError, match="not channel-structured"):
         SparseEngine(model, None, masks=unstructured, structure="channel", example_inputs=torch.zeros(2, 1, 40))
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "lenet5"])
+def test_density_flops_equal_flop_counter_on_the_slim_network(name):
+    """Oracle: FLOPs counted by density (flops/) are exactly FlopCounterMode's on the slim network."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from freetickets.flops.counter import dense_layer_flops
+    from freetickets.flops.training import forward_flops
+    from freetickets.sparse.channels import channel_densities
+
+    model, opt, engine, shape = _setup(name, update_interval=None)
+    layer_flops = dense_layer_flops(model, shape)
+    slim = _slim_copy(model, engine, shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        slim(torch.zeros(1, *shape))
+    assert forward_flops(layer_flops, engine.densities()) == pytest.approx(counter.get_total_flops(), rel=1e-12)
+    planned = channel_densities(model, sparsifiable_parameters(model), 0.8, "erk", torch.zeros(2, *shape))
+    assert planned == pytest.approx(engine.densities(), rel=1e-12)

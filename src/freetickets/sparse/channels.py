@@ -54,15 +54,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from freetickets.names import STRUCTURES
 from freetickets.sparse.distributions import layer_densities
 from freetickets.sparse.selection import ceil_product, round_half_up, select_smallest
 
-__all__ = ["ChannelLayer", "ChannelStructure", "STRUCTURES", "allocate_channels", "build_channel_layers"]
+__all__ = ["STRUCTURES", "ChannelLayer", "ChannelStructure", "allocate_channels", "build_channel_layers",
+           "channel_densities", "magnitude_channel_masks"]
 
 logger = logging.getLogger(__name__)
 
-#: Values of ``SparseEngine(structure=...)``.
-STRUCTURES = ("unstructured", "channel")
 
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -399,6 +399,34 @@ class ChannelStructure:
             if norm.running_mean is not None:
                 norm.running_mean.index_fill_(0, where.to(norm.running_mean.device), 0.0)
                 norm.running_var.index_fill_(0, where.to(norm.running_var.device), 1.0)
+
+
+def magnitude_channel_masks(model: nn.Module, named: Sequence[tuple[str, nn.Parameter]], sparsity: float,
+                            distribution: str, example_inputs: Any) -> dict[str, torch.Tensor]:
+    """One-shot channel pruning of a trained network (PF with ``structure="channel"``): each
+    layer keeps the :func:`allocate_channels` count of output channels with the largest L1 norm
+    of their weights (ties: lower index); ``name -> bool mask``."""
+    from freetickets.sparse.selection import select_largest
+
+    layers = build_channel_layers(model, named, example_inputs)
+    channels = ChannelStructure(layers, [p for _, p in named])
+    for j, c in enumerate(allocate_channels(layers, sparsity, distribution)):
+        score = named[j][1].detach().abs().reshape(layers[j].out_channels, -1).sum(dim=1).float().cpu()
+        channels.keep_out[j] = select_largest(score, torch.ones_like(score, dtype=torch.bool), c)
+    return {name: channels.mask(j) for j, (name, _) in enumerate(named)}
+
+
+def channel_densities(model: nn.Module, named: Sequence[tuple[str, nn.Parameter]], sparsity: float,
+                      distribution: str, example_inputs: Any) -> dict[str, float]:
+    """``name -> density`` of every layer's channel mask at the :func:`allocate_channels` counts
+    (the same for every choice of channels; the ``flops`` command plans with these)."""
+    layers = build_channel_layers(model, named, example_inputs)
+    counts = allocate_channels(layers, sparsity, distribution)
+    kin = [layer.in_columns for layer in layers]
+    for layer, c in zip(layers, counts):
+        for j, columns in layer.consumers:
+            kin[j] -= (layer.out_channels - c) * columns.shape[1]
+    return {layer.name: c * k / (layer.out_channels * layer.in_columns) for layer, c, k in zip(layers, counts, kin)}
 
 
 def _state(optimizer: torch.optim.Optimizer | None, tensor: torch.Tensor) -> list[torch.Tensor]:
