@@ -235,3 +235,19 @@ def test_density_flops_equal_flop_counter_on_the_slim_network(name):
     assert forward_flops(layer_flops, engine.densities()) == pytest.approx(counter.get_total_flops(), rel=1e-12)
     planned = channel_densities(model, sparsifiable_parameters(model), 0.8, "erk", torch.zeros(2, *shape))
     assert planned == pytest.approx(engine.densities(), rel=1e-12)
+
+
+def test_prune_takes_the_channel_with_the_smallest_bn_scale_times_outgoing_l1():
+    model, opt, engine, shape = _setup("mlp", update_interval=None, regrow_pruned=False)
+    _train(model, opt, engine, shape, steps=2)
+    keep = _keep_out(engine)["features.1.weight"].clone()
+    kept = keep.nonzero().view(-1)
+    weak, strong_gamma = int(kept[3]), int(kept[0])
+    with torch.no_grad():
+        model.features[2].weight[weak] = 1e-3  # small BatchNorm scale
+        model.features[2].weight[strong_gamma] = 1e-3
+        model.features[4].weight[:, strong_gamma] *= 1e6  # ... but huge outgoing weights: kept
+    engine.update_topology(1e-9)  # k = 1 per layer
+    after = _keep_out(engine)["features.1.weight"]
+    assert not after[weak] and after[strong_gamma]
+    assert int(after.sum()) == int(keep.sum())

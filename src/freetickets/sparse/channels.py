@@ -71,7 +71,8 @@ _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 class ChannelLayer:
     """One sparse weight seen as channels. ``consumers``: ``(layer index, columns)`` with
     ``columns`` a ``(out, w)`` long tensor: the consumer's input columns (weight dim 1) fed by
-    each output channel of this layer. ``extras``: per-channel tensors of this layer's output
+    each output channel of this layer; ``outgoing``: ``(weight, columns)`` of every consumer,
+    sparse or dense (for the channel score). ``extras``: per-channel tensors of this layer's output
     channels (its bias, its BatchNorm's weight and bias) as ``(tensor, index)`` with ``index`` the
     ``(out,)`` positions in the tensor. ``kept_reason`` is empty for removable layers."""
 
@@ -81,6 +82,7 @@ class ChannelLayer:
     cell: int  # weights per (row, column): product of the kernel dimensions
     kept_reason: str = ""
     consumers: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    outgoing: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     extras: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     norms: list[tuple[nn.Module, torch.Tensor]] = field(default_factory=list)
 
@@ -174,12 +176,14 @@ def build_channel_layers(model: nn.Module, named: Sequence[tuple[str, nn.Paramet
             reason, consumers, norms = _scan_group(dg, module, index_of)
             layer.kept_reason = reason
             for consumer in consumers:
-                if reason:
-                    break
                 columns = _columns(dg, module, consumer, layer.out_channels)
                 if columns is None:
                     layer.kept_reason = f"its channels map irregularly onto {type(consumer).__name__} inputs"
-                elif id(consumer.weight) in index_of:  # a dense (excluded) consumer just receives zeros
+                    layer.consumers.clear()
+                    layer.outgoing.clear()
+                    break
+                layer.outgoing.append((consumer.weight, columns))  # every consumer counts in the score
+                if id(consumer.weight) in index_of:  # masked columns; a dense (excluded) consumer just receives zeros
                     layer.consumers.append((index_of[id(consumer.weight)], columns))
             if not layer.kept_reason:
                 idx = torch.arange(layer.out_channels)
@@ -323,8 +327,7 @@ class ChannelStructure:
             if k <= 0:
                 grown_ch.append(none)
                 continue
-            p = self.params[j].detach()
-            score = (p.abs() * masks[j]).reshape(layer.out_channels, -1).sum(dim=1).float().cpu()
+            score = self._score(j)
             pruned = select_smallest(score, keep, k)
             eligible = ~(keep & ~pruned) if regrow_pruned else ~keep
             candidates = eligible.nonzero().view(-1)
@@ -333,6 +336,20 @@ class ChannelStructure:
             self.keep_out[j] = (keep & ~pruned) | grown
             grown_ch.append(grown)
         return self._apply_update(masks, grown_ch, optimizer, generator)
+
+    def _score(self, j: int) -> torch.Tensor:
+        """``(out,)`` channel importance: |BatchNorm scale| x L1 norm of the channel's outgoing
+        weights in every consumer (module docstring), on the CPU."""
+        layer = self.layers[j]
+        score = torch.zeros(layer.out_channels)
+        for weight, columns in layer.outgoing:
+            w = weight.detach().abs()
+            per_column = w.transpose(0, 1).reshape(w.shape[1], -1).sum(dim=1).float().cpu()
+            score += per_column[columns].sum(dim=1)
+        for norm, idx in layer.norms:
+            if norm.weight is not None:
+                score *= norm.weight.detach().abs().float().cpu()[idx]
+        return score
 
     def _apply_update(self, masks: Sequence[torch.Tensor], grown_ch: list[torch.Tensor],
                       optimizer: torch.optim.Optimizer | None,
