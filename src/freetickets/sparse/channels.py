@@ -29,9 +29,14 @@ survive; the one scale ``a`` is chosen (bisection) so that the exact active-weig
 includes the input columns the producers removed, is closest to ``round((1 - S) * N)``.
 
 **Updates** (:meth:`ChannelStructure.update`): each removable layer keeping ``c`` of ``out``
-channels prunes ``k = ceil(p * c)`` channels with the smallest mean magnitude of their active
-weights (the channel score of Chase, Yin et al., NeurIPS 2023) and regrows ``k`` channels
-uniformly at random among the removed ones (SET-style, from the engine's generator). Why not a
+channels prunes the ``k = ceil(p * c)`` channels of smallest score and regrows ``k`` channels
+uniformly at random among the removed ones (SET-style, from the engine's generator). The score of
+channel ``c`` is ``|gamma_c| * sum |outgoing weights of c|``: its BatchNorm scale (1 without a
+BatchNorm; the scaling-factor criterion of network slimming, Liu et al., ICCV 2017) times the L1
+norm of the consumer columns it feeds, i.e. how strongly the channel reaches the next layer.
+Chase (Yin et al., NeurIPS 2023) ranks channels by the mean magnitude of their incoming weights;
+behind a BatchNorm that magnitude does not change what the channel computes, and on the MNIST-1D
+MLP it did worse on validation (docs/benchmarks.md). Why not a
 gradient score as RigL uses for weights: a removed channel has zero incoming weights, zero BN
 affine parameters and zero outgoing columns, so every gradient that would rank it (its weights,
 its BN parameters, its outgoing columns) is exactly 0; a dense gradient cannot tell removed
@@ -107,7 +112,7 @@ def _group(dg, module: nn.Module, index: int):
     return dg.get_pruning_group(module, fn, idxs=[index])
 
 
-def _scan_group(dg, module: nn.Module, sparse_ids: dict[int, int]) -> tuple[str, list, list]:
+def _scan_group(dg, module: nn.Module) -> tuple[str, list, list]:
     """Classify channel 0's pruning group of ``module``: (kept reason, consumer modules, norms)."""
     consumers, norms = [], []
     for dep, _ in _group(dg, module, 0):
@@ -173,7 +178,7 @@ def build_channel_layers(model: nn.Module, named: Sequence[tuple[str, nn.Paramet
         elif getattr(module, "groups", 1) != 1:
             layer.kept_reason = "grouped convolution"
         else:
-            reason, consumers, norms = _scan_group(dg, module, index_of)
+            reason, consumers, norms = _scan_group(dg, module)
             layer.kept_reason = reason
             for consumer in consumers:
                 columns = _columns(dg, module, consumer, layer.out_channels)

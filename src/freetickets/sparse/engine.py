@@ -115,6 +115,13 @@ class SparseEngine:
             update may be regrown in the same update; ``False``: it may not (see above).
         check_consistency: when ``torch.distributed`` is initialised, all-reduce
             :meth:`mask_checksum` after each update and raise ``RuntimeError`` if ranks differ.
+        structure: ``"unstructured"`` (default: single weights) or ``"channel"``: whole output
+            channels/neurons, masks ``outer(keep_out, keep_in)``, channel prune-and-regrow
+            (:mod:`~freetickets.sparse.channels`); ``prune`` must then be ``"magnitude"`` and
+            ``grow`` ``"gradient"`` or ``"random"`` (both: random channel regrowth).
+        example_inputs: for ``structure="channel"``: a batch the model accepts (e.g.
+            ``torch.zeros(2, *input_shape)`` on its device), traced once by torch-pruning's
+            ``DependencyGraph`` to find which tensors index each channel.
 
     Attributes:
         masks: ``name -> torch.bool`` tensor of the parameter's shape and device (True = active).
