@@ -66,7 +66,6 @@ __all__ = ["STRUCTURES", "ChannelLayer", "ChannelStructure", "allocate_channels"
            "channel_densities", "magnitude_channel_masks"]
 
 
-
 def _active_total(layers: Sequence[ChannelLayer], counts: Sequence[int]) -> int:
     kin = [layer.in_columns for layer in layers]
     for layer, c in zip(layers, counts):
