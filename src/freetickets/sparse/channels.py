@@ -111,6 +111,19 @@ class ChannelStructure:
         self.params = list(params)
         self.keep_out: list[torch.Tensor] = [torch.ones(layer.out_channels, dtype=torch.bool) for layer in layers]
         self.counts = [layer.out_channels for layer in layers]
+        self._zero_plan: list[tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute counts and, per layer, what :meth:`apply` zeroes (the removed channels'
+        positions in each per-channel tensor, on its device; whether the weight mask is not
+        all True), so that a training step reads no mask back from the device."""
+        self.counts = [int(k.sum()) for k in self.keep_out]
+        self._zero_plan = []
+        for j, layer in enumerate(self.layers):
+            removed = ~self.keep_out[j]
+            extras = [(t, idx[removed].to(t.device)) for t, idx in layer.extras] if bool(removed.any()) else []
+            self._zero_plan.append((extras, bool(removed.any()) or not bool(self.keep_in(j).all())))
 
     # ---------------------------------------------------------------- masks
     def keep_in(self, j: int) -> torch.Tensor:
@@ -135,7 +148,7 @@ class ChannelStructure:
             keep = torch.zeros(layer.out_channels, dtype=torch.bool)
             keep[torch.randperm(layer.out_channels, generator=generator)[:c]] = True
             self.keep_out[j] = keep
-        self.counts = list(counts)
+        self.refresh()
 
     def load_masks(self, masks: Sequence[torch.Tensor]) -> None:
         """Read kept output channels back from masks (rows with a True entry); ``ValueError``
@@ -146,7 +159,7 @@ class ChannelStructure:
             if not torch.equal(self.mask(j).cpu(), m.to(torch.bool).cpu()):
                 raise ValueError(f"masks[{self.layers[j].name!r}]: not channel-structured "
                                  f"(expected outer(kept output channels, kept input channels))")
-        self.counts = [int(k.sum()) for k in self.keep_out]
+        self.refresh()
 
     def describe(self) -> dict[str, Any]:
         """``name -> kept/out`` channels and, for layers that cannot shrink, why."""
@@ -159,18 +172,14 @@ class ChannelStructure:
     def apply(self, optimizer: torch.optim.Optimizer | None, masks: Sequence[torch.Tensor]) -> None:
         """Zero removed channels' bias/BN affine parameters and the optimizer state of every
         masked position (weights and those per-channel tensors)."""
-        for j, layer in enumerate(self.layers):
-            removed = ~self.keep_out[j]
-            if bool(removed.any()):
-                for tensor, idx in layer.extras:
-                    where = idx[removed].to(tensor.device)
-                    tensor.index_fill_(0, where, 0.0)
-                    for value in _state(optimizer, tensor):
-                        value.index_fill_(0, where, 0.0)
-            m = masks[j]
-            if not bool(m.all()):
+        for j, (extras, masked) in enumerate(self._zero_plan):
+            for tensor, where in extras:
+                tensor.index_fill_(0, where, 0.0)
+                for value in _state(optimizer, tensor):
+                    value.index_fill_(0, where, 0.0)
+            if masked:
                 for value in _state(optimizer, self.params[j]):
-                    value.mul_(m.view(torch.uint8))
+                    value.mul_(masks[j].view(torch.uint8))
 
     # ---------------------------------------------------------------- updates
     @torch.no_grad()
@@ -246,7 +255,7 @@ class ChannelStructure:
             old.copy_(new)
             fresh_all.append(fresh)
             self._restart_channels(j, grown_ch[j], optimizer)
-        self.counts = [int(k.sum()) for k in self.keep_out]
+        self.refresh()
         return moved, restarted, fresh_all
 
     def _restart_weights(self, j: int, p: torch.Tensor, old: torch.Tensor, new: torch.Tensor,
