@@ -251,3 +251,19 @@ def test_prune_takes_the_channel_with_the_smallest_bn_scale_times_outgoing_l1():
     after = _keep_out(engine)["features.1.weight"]
     assert not after[weak] and after[strong_gamma]
     assert int(after.sum()) == int(keep.sum())
+
+
+def test_unstructured_stays_the_default_and_unchanged():
+    def engine(**kw):
+        torch.manual_seed(0)
+        model = create_model("cnn1d", num_classes=10, input_shape=(1, 40))
+        return SparseEngine(model, None, sparsity=0.8, seed=3, **kw), model
+
+    (a, ma), (b, mb) = engine(), engine(structure="unstructured")
+    assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+    assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+    assert "structure" not in a.state_dict()["config"] and "channels" not in a.stats()
+    rows_mixed = any(0 < int(m.reshape(m.shape[0], -1).any(dim=1).sum()) and
+                     not torch.equal(m.reshape(m.shape[0], -1).any(dim=1), m.reshape(m.shape[0], -1).all(dim=1))
+                     for m in a.masks.values())
+    assert rows_mixed  # unstructured masks are not channel masks
