@@ -165,5 +165,8 @@ def test_select_epochs_tiny_with_resume(tmp_path, cli_env, capsys):
     assert summary["epochs"] == [1, 2, 4] and len(summary["doublings"]) == 2
     assert summary == json.loads(json.dumps(mod.summarise(mod.read_rows(out / "rows.jsonl"))))
     assert "| doubling |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # not a doubling sequence
-        mod.main(["--epochs", "1", "3", "--out", str(tmp_path / "x")])
+    for bad in (["--epochs", "1", "3"], ["--set", "epochs=4"], ["--seeds", "1"]):  # not a doubling sequence,
+        with pytest.raises(SystemExit) as exc:  # E outside --epochs, no interval from one seed
+            mod.main([*bad, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+    assert not (tmp_path / "x").exists()
