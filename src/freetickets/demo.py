@@ -10,6 +10,13 @@ one seed the quality claims are not resolvable) and the ensemble-size and trajec
 Claims use only the methods in ``methods``. ``vs_dense`` ratios are relative to the dense run of
 the same seed. PF fine-tunes the dense models of the deep ensemble (``--from``), so its training
 cost includes theirs, as in the paper.
+
+With both ``dense`` and ``edst`` in ``methods`` the demo also trains the *equal-epochs control*
+(:data:`~freetickets.names.DENSE_EDST_EPOCHS`, "Dense (EDST's epochs)"): the dense preset trained
+for as many epochs as EDST (4x the dense schedule by default, so about 4x its training FLOPs).
+EDST is then compared both with the dense preset (the equal-cost claims) and with this dense
+model of its own schedule length (the "at equal epochs" claims), which separates what EDST gains
+from ensembling from what it gains from its longer schedule.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from freetickets.errors import UserError
-from freetickets.names import DEMO_METHODS
+from freetickets.names import DEMO_METHODS, DENSE_EDST_EPOCHS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,28 @@ def demo_config(method: str, seed: int, *, quick: bool, device: str = "auto", re
     return resolve(f"mnist1d_{method}", overrides)
 
 
+def equal_epochs_config(seed: int, *, quick: bool, device: str = "auto", regime: str = DEFAULT_REGIME):
+    """The equal-epochs control: the demo's dense config trained for EDST's number of epochs.
+
+    ``reference_epochs`` stays the dense preset's epochs, so that its ``*_vs_dense`` costs are
+    relative to the demo's dense run, as EDST's are (4.0 for 80 against 20 epochs).
+    """
+    from freetickets.train.config import merge, validate
+
+    dense = demo_config("dense", seed, quick=quick, device=device, regime=regime)
+    edst = demo_config("edst", seed, quick=quick, device=device, regime=regime)
+    return validate(merge(dense, {"epochs": edst.epochs, "reference_epochs": dense.epochs}, source="demo"))
+
+
+def demo_entries(methods: tuple[str, ...]) -> list[str]:
+    """What the demo trains, in order: ``methods``, plus the equal-epochs control right after
+    ``edst`` when both ``dense`` and ``edst`` are there."""
+    entries = list(methods)
+    if "dense" in methods and "edst" in methods:
+        entries.insert(entries.index("edst") + 1, DENSE_EDST_EPOCHS)
+    return entries
+
+
 def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progress: bool = False,
              print_fn: Callable[[str], None] = lambda s: None, device: str = "auto",
              methods: tuple[str, ...] = METHODS, regime: str = DEFAULT_REGIME) -> dict[str, Any]:
@@ -86,23 +115,26 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seeds: int = 1, progre
         seed = 100 * s
         results: dict[str, Any] = {}
         runs: dict[str, Path] = {}
-        for method in methods:
-            cfg = demo_config(method, seed, quick=quick, device=device, regime=regime)
+        for method in demo_entries(methods):
+            if method == DENSE_EDST_EPOCHS:
+                cfg = equal_epochs_config(seed, quick=quick, device=device, regime=regime)
+            else:
+                cfg = demo_config(method, seed, quick=quick, device=device, regime=regime)
             if method == "pf":
                 if "deep" not in runs:
                     raise UserError("the PF demo fine-tunes the deep ensemble's models: include 'deep'")
                 cfg.from_run = str(runs["deep"])
             run_dir = out / f"seed{s}" / method
             t0 = time.time()
-            print_fn(f"[seed {s}] training {method:<13} ({cfg.num_members} member(s), {cfg.epochs} epochs"
+            print_fn(f"[seed {s}] training {method:<17} ({cfg.num_members} member(s), {cfg.epochs} epochs"
                      f"{', sparsity %.2f' % cfg.sparsity if cfg.is_sparse else ''}) ...")
             train(cfg, run_dir, overwrite=True, progress=progress)
             runs[method] = run_dir
             res, art = evaluate_run(run_dir, device=device, return_artifacts=True)
             results[method] = res
-            if s == 0:
+            if s == 0 and method != DENSE_EDST_EPOCHS:  # a control: in the tables, not the per-method plots
                 artifacts[method] = plot_inputs(art)
-            print_fn(f"[seed {s}]   {method:<13} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
+            print_fn(f"[seed {s}]   {method:<17} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
                      f"NLL {res['ensemble']['nll']:.4f}  ({time.time() - t0:.0f} s)")
         if "dense" in results:  # vs_dense relative to the dense run of this seed (docs/evaluation.md)
             ref = results["dense"]["cost"]["train_flops"]

@@ -10,6 +10,10 @@ METHODS = ("dense", "deep", "dst", "edst", "pf", "static", "snapshot", "mimo", "
 DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mimo", "batchensemble", "mcdropout",
                 "packed", "masksembles")
 
+#: The demo's equal-epochs control: one dense model (the dense preset) trained for as many epochs
+#: as EDST, so that EDST is also compared with a dense model of its own schedule length.
+DENSE_EDST_EPOCHS = "dense_edst_epochs"
+
 #: ``SparseEngine(sparse_init=...)``: leave surviving weights as drawn, or rescale them by 1/sqrt(density).
 SPARSE_INITS = ("none", "rescale")
 

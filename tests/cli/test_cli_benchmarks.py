@@ -107,3 +107,66 @@ def test_every_mutation_target_is_in_the_code_exactly_once():
         source = (mod.PACKAGE / m.file).read_text()
         assert source.count(m.old) == 1, f"{m.name}: {m.old!r} occurs {source.count(m.old)} times in {m.file}"
         assert m.new != m.old and all((_ROOT / t).is_file() for t in m.tests), m.name
+
+
+def _rows(values):
+    """rows.jsonl rows from ``{epochs: [(accuracy, nll) per seed]}`` (seeds 0, 100, ...)."""
+    return [{"seed": 100 * k, "epochs": e, "val_accuracy": a, "val_nll": n, "seconds": 1.0}
+            for e, per_seed in values.items() for k, (a, n) in enumerate(per_seed)]
+
+
+def test_select_epochs_rule_known_answers():
+    """The rule: the first E whose doubling improves neither accuracy nor NLL beyond its interval."""
+    mod = _load("select_epochs")
+    # 10 -> 20: a clear gain in accuracy (NLL flat); 20 -> 40: noise around 0 on both -> E = 20
+    rows = _rows({10: [(0.70, 0.5), (0.71, 0.6), (0.72, 0.4)],
+                  20: [(0.80, 0.5), (0.80, 0.6), (0.83, 0.4)],
+                  40: [(0.81, 0.49), (0.79, 0.62), (0.83, 0.41)]})
+    s = mod.summarise(rows)
+    assert s["selected_epochs"] == 20 and s["seeds"] == [0, 100, 200]
+    first, second = s["doublings"]
+    assert first["improves"] and not second["improves"]
+    assert first["accuracy_gain"]["difference"] == pytest.approx((0.10 + 0.09 + 0.11) / 3)
+    lo, hi = first["accuracy_gain"]["interval"]
+    assert 0 < lo < first["accuracy_gain"]["difference"] < hi
+    assert first["nll_change"]["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert s["per_epochs"][0]["val_accuracy"] == pytest.approx(0.71)
+    # NLL alone counts: accuracy flat, NLL clearly lower at 2E -> that doubling improves
+    rows = _rows({10: [(0.8, 0.50), (0.8, 0.60), (0.8, 0.55)], 20: [(0.8, 0.40), (0.8, 0.52), (0.8, 0.44)]})
+    s = mod.summarise(rows)
+    assert s["doublings"][0]["improves"] and s["selected_epochs"] is None  # no converged E in the sequence
+    # a seed missing at one E is left out of every comparison (all pairs stay paired)
+    rows = _rows({10: [(0.7, 0.5), (0.7, 0.6), (0.7, 0.4)], 20: [(0.8, 0.5), (0.8, 0.6)]})
+    assert mod.summarise(rows)["seeds"] == [0, 100]
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        mod.summarise(_rows({10: [(0.7, 0.5)], 20: [(0.8, 0.5)]}))
+
+
+def test_select_epochs_tiny_with_resume(tmp_path, cli_env, capsys):
+    """benchmarks/select_epochs.py end to end at tiny settings; --resume trains only the new runs."""
+    mod = _load("select_epochs")
+    out = tmp_path / "sel"
+    tiny = ["--set", "num_samples=1000", "--set", "model_kwargs={hidden_sizes: [16]}", "--set", "batch_size=64",
+            "--seeds", "2", "--out", str(out)]
+    assert mod.main(["--epochs", "1", "2", *tiny]) == 0
+    rows = mod.read_rows(out / "rows.jsonl")
+    assert sorted((r["seed"], r["epochs"]) for r in rows) == [(0, 1), (0, 2), (100, 1), (100, 2)]
+    for r in rows:
+        assert 0.1 < r["val_accuracy"] <= 1.0 and r["val_nll"] > 0 and r["regime"] == "headroom"
+        assert r["overrides"]["num_samples"] == 1000
+        cfg = (out / f"e{r['epochs']}_seed{r['seed']}" / "config.yaml").read_text()
+        assert f"epochs: {r['epochs']}\n" in cfg and "model: mlp\n" in cfg and "method: dense\n" in cfg
+    with pytest.raises(SystemExit) as exc:  # an existing output without --resume is refused
+        mod.main(["--epochs", "1", "2", *tiny])
+    assert exc.value.code == 2
+    assert mod.main(["--epochs", "1", "2", "4", "--resume", *tiny]) == 0
+    assert len(mod.read_rows(out / "rows.jsonl")) == 6  # only the two E=4 runs were added
+    summary = json.loads((out / "select_epochs.json").read_text())
+    assert summary["epochs"] == [1, 2, 4] and len(summary["doublings"]) == 2
+    assert summary == json.loads(json.dumps(mod.summarise(mod.read_rows(out / "rows.jsonl"))))
+    assert "| doubling |" in capsys.readouterr().out
+    for bad in (["--epochs", "1", "3"], ["--set", "epochs=4"], ["--seeds", "1"]):  # not a doubling sequence,
+        with pytest.raises(SystemExit) as exc:  # E outside --epochs, no interval from one seed
+            mod.main([*bad, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+    assert not (tmp_path / "x").exists()

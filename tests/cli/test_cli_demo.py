@@ -7,6 +7,7 @@ import pytest
 
 from freetickets import demo
 from freetickets.cli.main import main
+from freetickets.names import DENSE_EDST_EPOCHS
 
 from _cli_helpers import check_evaluation
 
@@ -19,10 +20,11 @@ SPARSE = ("dst", "edst", "pf", "static")
 def _check_demo_output(out, members: dict[str, int]) -> dict:
     results = json.loads((out / "results.json").read_text())
     assert results["data"] == "mnist1d"
-    assert set(results["methods"]) == set(METHODS)
+    assert set(results["methods"]) == {*METHODS, DENSE_EDST_EPOCHS}  # with the equal-epochs control
     for method, res in results["methods"].items():
-        check_evaluation(res, members[method], sparse=method in SPARSE,
+        check_evaluation(res, members.get(method, 1), sparse=method in SPARSE,
                          form=method if method in FORMS else None)
+    _check_equal_epochs_control(out, results["methods"])
     dense = results["methods"]["dense"]["cost"]
     assert dense["train_flops_vs_dense"] == pytest.approx(1.0)  # the reference is the dense run
     assert results["methods"]["deep"]["cost"]["train_flops_vs_dense"] == pytest.approx(members["deep"], rel=1e-9)
@@ -34,6 +36,23 @@ def _check_demo_output(out, members: dict[str, int]) -> dict:
         assert name in report
     assert list(out.glob("*.png"))
     return results
+
+
+def _check_equal_epochs_control(out, methods) -> None:
+    """The control is the dense preset trained for EDST's epochs: same settings otherwise, its
+    training FLOPs the dense run's times the epoch ratio, and the per-method plots leave it out."""
+    edst = (out / "seed0" / "edst" / "config.yaml").read_text()
+    dense = (out / "seed0" / "dense" / "config.yaml").read_text().splitlines()
+    control = (out / "seed0" / DENSE_EDST_EPOCHS / "config.yaml").read_text().splitlines()
+    epochs = {name: int(next(line for line in text if line.startswith("epochs:")).split()[1])
+              for name, text in (("edst", edst.splitlines()), ("dense", dense), ("control", control))}
+    assert epochs["control"] == epochs["edst"] > epochs["dense"]
+    differ = {line.split(":")[0] for line in set(control) ^ set(dense)}
+    assert differ == {"epochs", "reference_epochs"}, differ
+    ratio = methods[DENSE_EDST_EPOCHS]["cost"]["train_flops"] / methods["dense"]["cost"]["train_flops"]
+    assert ratio == pytest.approx(epochs["control"] / epochs["dense"], rel=1e-9)
+    assert methods[DENSE_EDST_EPOCHS]["cost"]["train_flops_vs_dense"] == pytest.approx(ratio, rel=1e-9)
+    assert "Dense (EDST's epochs)" in (out / "report.md").read_text()
 
 
 def test_demo_all_methods_tiny(tmp_path, monkeypatch, cli_env, capsys):
@@ -111,3 +130,39 @@ def test_demo_two_seeds_claims_block(tmp_path, monkeypatch, cli_env, capsys):
     assert claims["EDST training FLOPs < dense"]["verdict"] == "holds"
     assert "## Claims" in (out / "report.md").read_text()
     assert "EDST accuracy > dense" in printed
+
+
+def test_demo_quick_two_seeds_equal_epochs_claims(tmp_path, monkeypatch, cli_env, capsys):
+    """`freetickets demo --quick --seeds 2` (tiny settings, dense and EDST): results.json, the
+    report and the terminal carry the equal-epochs claims, paired seed by seed with the control."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "update_interval": 5,
+                                        "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 4, "explore_epochs": 1})
+    out = tmp_path / "demo"
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--seeds", "2", "--out", str(out), "--device", "cpu",
+                 "--methods", "dense", "edst"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    claims = {c["name"]: c for c in results["claims"]}
+    for metric, name in (("accuracy", "EDST accuracy > dense at equal epochs"),
+                         ("nll", "EDST NLL < dense at equal epochs")):
+        c = claims[name]
+        assert c["methods"] == ["edst", DENSE_EDST_EPOCHS] and c["seeds"] == 2
+        d = [s["edst"]["ensemble"][metric] - s[DENSE_EDST_EPOCHS]["ensemble"][metric] for s in results["seeds"]]
+        assert c["difference"] == pytest.approx(sum(d) / 2, abs=1e-12)
+        assert c["interval"][0] <= c["difference"] <= c["interval"][1]
+        assert c["verdict"] in ("holds", "not resolved", "fails")
+        assert name in printed
+    flops = claims["EDST training FLOPs < dense at equal epochs"]
+    ratio = [s["edst"]["cost"]["train_flops"] / s[DENSE_EDST_EPOCHS]["cost"]["train_flops"]
+             for s in results["seeds"]]
+    assert 1 + flops["difference"] == pytest.approx(ratio[0]) and flops["verdict"] == "holds"  # 0.2 density
+    assert claims["EDST accuracy > dense"]["methods"] == ["edst", "dense"]  # the equal-cost claim stays
+    for s in results["seeds"]:  # the control: the dense preset at EDST's 4 epochs, 4 / 2 = 2x the dense FLOPs
+        assert s[DENSE_EDST_EPOCHS]["cost"]["train_flops_vs_dense"] == pytest.approx(2.0, rel=1e-9)
+    report = (out / "report.md").read_text()
+    assert "| EDST NLL < dense at equal epochs |" in report and "Dense (EDST's epochs)" in report
+    # without EDST there is nothing to control for
+    assert demo.demo_entries(("dense", "deep")) == ["dense", "deep"]
+    assert demo.demo_entries(("dense", "edst", "static")) == ["dense", "edst", DENSE_EDST_EPOCHS, "static"]

@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="headroom (default: the MLP, where ensembles gain clearly) or saturated (the presets' "
                         "cnn1d width 128, ~98%% accuracy)")
     d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, metavar="METHOD",
-                   help=f"train only these ({', '.join(DEMO_METHODS)}; default all; pf needs deep)")
+                   help=f"train only these ({', '.join(DEMO_METHODS)}; default all; pf needs deep; with dense "
+                        "and edst also a dense model trained for EDST's epochs, the equal-epochs control)")
     d.add_argument("-v", "--verbose", action="store_true")
 
     _add_train(sub)

@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from freetickets.metrics.claims import claim as _claim
 from freetickets.metrics.claims import verdict as _verdict
+from freetickets.names import DENSE_EDST_EPOCHS
 from freetickets.report.seeds import flatten_metrics, seed_list
 from freetickets.report.tables import _render
 
@@ -71,6 +72,12 @@ class ClaimSpec:
 CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec("EDST accuracy > dense", "edst", "dense", "accuracy", "higher", scale=100.0, unit=" pp"),
     ClaimSpec("EDST NLL < dense", "edst", "dense", "nll", "lower"),
+    # the equal-epochs control: a dense model trained for EDST's number of epochs (more FLOPs)
+    ClaimSpec("EDST accuracy > dense at equal epochs", "edst", DENSE_EDST_EPOCHS, "accuracy", "higher",
+              scale=100.0, unit=" pp"),
+    ClaimSpec("EDST NLL < dense at equal epochs", "edst", DENSE_EDST_EPOCHS, "nll", "lower"),
+    ClaimSpec("EDST training FLOPs < dense at equal epochs", "edst", DENSE_EDST_EPOCHS, "cost.train_flops",
+              "lower", kind="cost"),
     ClaimSpec("EDST ECE < dense", "edst", "dense", "ece", "lower", scale=100.0, unit=" pp"),
     ClaimSpec("EDST OoD AUROC > dense", "edst", "dense", "ood_mean.auroc", "higher", scale=100.0, unit=" pp"),
     ClaimSpec("EDST corrupted accuracy > dense", "edst", "dense", "corrupted.accuracy", "higher",

@@ -73,7 +73,9 @@ CLAIMS_INTRO = (
     "difference (few seeds, spread estimated from the same differences). Verdict: *holds* if the "
     "interval lies on the claimed side, *fails* if on the other, *not resolved* if it covers the "
     "threshold; with one seed a quality claim is *not resolvable* (no interval). Costs are counts, "
-    "not estimates: their interval is the value itself."
+    "not estimates: their interval is the value itself. *At equal epochs*: against one dense model "
+    "trained for as many epochs as EDST (more training FLOPs than EDST); the other EDST-vs-dense "
+    "claims use the dense preset's shorter schedule."
 )
 
 _REPORT_NAME = "report.md"

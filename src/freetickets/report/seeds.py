@@ -21,16 +21,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from freetickets.names import DENSE_EDST_EPOCHS
+
 __all__ = ["METHOD_ORDER", "METHOD_LABELS", "RUN_ONLY_KEYS", "RunResult", "Stats", "method_label", "order_methods",
            "flatten_metrics", "seed_list", "aggregate_seeds", "pair_seeds"]
 
 #: Canonical order of the paper's methods in every table and plot.
-METHOD_ORDER: tuple[str, ...] = ("dense", "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
+METHOD_ORDER: tuple[str, ...] = ("dense", DENSE_EDST_EPOCHS, "deep", "dst", "edst", "pf", "static", "mimo", "batchensemble",
                                  "mcdropout", "packed", "masksembles", "snapshot")
 
 #: Human-readable method names.
 METHOD_LABELS: dict[str, str] = {
     "dense": "Dense (single)",
+    DENSE_EDST_EPOCHS: "Dense (EDST's epochs)",
     "deep": "Deep ensemble",
     "dst": "DST ensemble",
     "edst": "EDST ensemble",
