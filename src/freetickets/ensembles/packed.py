@@ -1,0 +1,254 @@
+"""One packed forward over M members of one architecture (slim channel tickets).
+
+:class:`PackedMembers` runs M same-architecture members as one network whose activations are
+``(M * B, ...)``: the members' batches stacked member-major along the batch dimension. Every
+op that treats rows independently (activations, pooling, flatten, residual additions, reshapes
+that keep the first dimension) then runs once for all members unchanged; only the layers with
+weights differ per member:
+
+* **Linear** ``(M*B, F) -> (M*B, O)``: one ``baddbmm`` over the stacked weights ``(M, F, O)``.
+* **Conv1d/Conv2d** (``groups=1``, zero padding): the *packing rule* picks by the batch B per
+  member. For ``B <= small_batch`` one ``unfold`` (im2col) and one ``baddbmm`` over the stacked
+  weights ``(M, O, C*k)``: few, larger ops, which wins while per-op overhead dominates (at
+  B = 1 the im2col matrix is already in the layout the matmul needs, no copy). For larger B,
+  M ordinary convolutions, one per member's slice of rows, written into one output: unfold's
+  memory traffic grows with B while each slim convolution is then big enough to run at full
+  speed; grouped convolutions (the fused form's way) measured slower than both on the CPU
+  (docs/benchmarks.md).
+* **BatchNorm** directly after a Conv/Linear (its only user) is folded into that layer's weights
+  and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
+  any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
+
+The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
+stacked per layer. A model that FX cannot trace, or with any other module holding parameters
+or buffers, raises ``TypeError`` at construction (callers then run the members one after
+another). Forward code that mixes rows (e.g. ``x.view(B, ...)`` with a hard-coded B) cannot be
+detected from the graph, so the first call compares the packed logits with the members run one
+after another and falls back for good (logged) if they differ.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+__all__ = ["PackedMembers", "SMALL_BATCH"]
+
+logger = logging.getLogger(__name__)
+
+#: Default packing rule: convolutions use im2col + one batched matmul up to this batch per
+#: member, one convolution per member above it (measured in benchmarks/ensemble.py).
+SMALL_BATCH = 8
+
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_CHECK_TOL = 1e-4  # relative to the largest logit magnitude, as Ensemble's batched-path check
+
+
+def packed_linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """M Linear maps on member-stacked rows: ``x`` (M*B, F), ``weight_t`` (M, F, O), ``bias`` (M, 1, O)."""
+    m = weight_t.shape[0]
+    out = torch.baddbmm(bias, x.reshape(m, -1, x.shape[-1]), weight_t)
+    return out.reshape(-1, out.shape[-1])
+
+
+def packed_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-member channel affine map (an eval-mode BatchNorm): ``x`` (M*B, C, ...), ``scale``/``shift`` (M, C)."""
+    m, c = scale.shape
+    view = x.reshape(m, -1, *x.shape[1:])
+    shape = (m, 1, c) + (1,) * (x.dim() - 2)
+    return torch.addcmul(shift.reshape(shape), view, scale.reshape(shape)).reshape(x.shape)
+
+
+def packed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, ...],
+                padding: tuple[int, ...], dilation: tuple[int, ...], small_batch: int) -> torch.Tensor:
+    """M convolutions (groups 1) on member-stacked rows ``x`` (M*B, C, *spatial).
+
+    ``weight`` (M, O, C, *k), ``bias`` (M, O). Small batches: im2col + one ``baddbmm``; large:
+    one convolution per member (see the module docstring).
+    """
+    m, o = weight.shape[:2]
+    b = x.shape[0] // m
+    if b > small_batch:
+        conv = F.conv1d if x.dim() == 3 else F.conv2d
+        return torch.cat([conv(x[k * b:(k + 1) * b], weight[k], bias[k], stride, padding, dilation)
+                          for k in range(m)])
+    one_d = x.dim() == 3
+    if one_d:  # as a 2-D image of height 1
+        x, kernel = x.unsqueeze(2), (1, weight.shape[-1])
+        stride, padding, dilation = (1, stride[0]), (0, padding[0]), (1, dilation[0])
+    else:
+        kernel = tuple(weight.shape[-2:])
+    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (M*B, C*k, L)
+    ck, length = cols.shape[1], cols.shape[2]
+    cols = cols.reshape(m, b, ck, length).transpose(1, 2).reshape(m, ck, b * length)
+    out = torch.baddbmm(bias.unsqueeze(-1), weight.reshape(m, o, ck), cols)  # (M, O, B*L)
+    out = out.reshape(m, o, b, length).transpose(1, 2).reshape(m * b, o, length)
+    if one_d:
+        return out
+    h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    return out.reshape(m * b, o, h, length // h)
+
+
+def replicate(x: torch.Tensor, members: int) -> torch.Tensor:
+    """The input ``(B, ...)`` for every member: ``(M*B, ...)``, member-major."""
+    return x.repeat(members, *([1] * (x.dim() - 1)))
+
+
+def unstack(out: torch.Tensor, members: int) -> torch.Tensor:
+    """Member-stacked logits ``(M*B, C)`` -> ``(M, B, C)``."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returns a {type(out).__name__}, not a logits tensor")
+    return out.reshape(members, -1, *out.shape[1:])
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach() for t in tensors])
+
+
+def _no_state(module: nn.Module) -> bool:
+    return not any(True for _ in module.parameters()) and not any(True for _ in module.buffers())
+
+
+class PackedMembers(nn.Module):
+    """M members of one architecture as one packed network; a *model form* for :class:`Ensemble`.
+
+    members: eval-mode networks with identical structure and parameter shapes (slim tickets of
+    one channel run). small_batch: the packing rule's threshold (see the module docstring).
+    ``member_logits(x)``: ``(B, *input_shape)`` -> logits ``(M, B, C)``; ``path`` is
+    ``"packed"``, or ``"sequential"`` after a failed construction or first-call check.
+    Raises ``TypeError`` when the members differ in structure or shapes. The members are kept
+    (``self.members``) and are what the sequential path and the check run.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], *, small_batch: int = SMALL_BATCH) -> None:
+        super().__init__()
+        members = list(members)
+        first = members[0]
+        shapes = [{n: tuple(t.shape) for n, t in m.state_dict().items()} for m in members]
+        for k, (m, s) in enumerate(zip(members[1:], shapes[1:]), 1):
+            if type(m) is not type(first) or s != shapes[0]:
+                raise TypeError(f"member {k} differs from member 0 in structure or parameter shapes")
+        self.members = nn.ModuleList(members).eval()
+        self.num_members = len(members)
+        self.small_batch = int(small_batch)
+        self._checked = False
+        try:
+            self.graph_module: fx.GraphModule | None = self._pack()
+            self.path = "packed"
+        except Exception as exc:
+            logger.info("PackedMembers: no packed form (%s: %s); members run one after another",
+                        type(exc).__name__, exc)
+            self.graph_module, self.path = None, "sequential"
+
+    # ------------------------------------------------------------------ construction
+    def _pack(self) -> fx.GraphModule:
+        from torch.fx.experimental.optimization import fuse
+
+        folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
+        mods = [dict(g.named_modules()) for g in folded]
+        root = nn.Module()
+        graph = fx.Graph()
+        env: dict[fx.Node, Any] = {}
+        count = 0
+
+        def const(name: str, value: torch.Tensor) -> fx.Node:
+            nonlocal count
+            count += 1
+            attr = f"{name.replace('.', '_')}_{count}"
+            root.register_buffer(attr, value)
+            return graph.get_attr(attr)
+
+        for node in folded[0].graph.nodes:
+            args = fx.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.map_arg(node.kwargs, lambda n: env[n])
+            if node.op == "placeholder":
+                if env:
+                    raise TypeError("members with more than one input are not supported")
+                env[node] = graph.call_function(replicate, (graph.placeholder(node.name), self.num_members))
+            elif node.op == "output":
+                graph.output(graph.call_function(unstack, (args[0], self.num_members)))
+            elif node.op == "call_module":
+                env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods], node.target, args, kwargs)
+            elif node.op == "get_attr":
+                raise TypeError(f"direct parameter use {node.target!r} is not supported")
+            else:
+                env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
+        return fx.GraphModule(root, graph)
+
+    def _pack_module(self, graph: fx.Graph, const, root: nn.Module, mods: list[nn.Module], name: str,
+                     args: tuple, kwargs: dict) -> fx.Node:
+        """The packed node(s) for call_module ``name`` (the members' folded modules ``mods``)."""
+        first = mods[0]
+        if type(first) is nn.Linear:
+            w = const(name + ".w", _stack([m.weight.t() for m in mods]))
+            bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in mods]
+            b = const(name + ".b", _stack(bias).unsqueeze(1))
+            return graph.call_function(packed_linear, (args[0], w, b))
+        if isinstance(first, _CONVS):
+            if first.groups != 1 or first.padding_mode != "zeros" or isinstance(first.padding, str):
+                raise TypeError(f"{name}: only groups=1 convolutions with numeric zero padding are packed")
+            w = const(name + ".w", _stack([m.weight for m in mods]))
+            bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0].flatten(1)[:, 0])
+                    for m in mods]
+            b = const(name + ".b", _stack(bias))
+            return graph.call_function(packed_conv, (args[0], w, b, tuple(first.stride), tuple(first.padding),
+                                                     tuple(first.dilation), self.small_batch))
+        if isinstance(first, _NORMS) and first.track_running_stats:
+            scale, shift = [], []
+            for m in mods:
+                inv = torch.rsqrt(m.running_var + m.eps)
+                weight = m.weight if m.affine else torch.ones_like(inv)
+                s = weight * inv
+                scale.append(s)
+                shift.append((m.bias if m.affine else torch.zeros_like(inv)) - m.running_mean * s)
+            return graph.call_function(packed_affine, (args[0], const(name + ".s", _stack(scale)),
+                                                       const(name + ".t", _stack(shift))))
+        if isinstance(first, nn.ReLU):
+            return graph.call_function(torch.relu, (args[0],))
+        if isinstance(first, nn.Flatten):
+            return graph.call_function(torch.flatten, (args[0], first.start_dim, first.end_dim))
+        if isinstance(first, nn.Dropout):  # eval mode: the identity
+            return args[0]
+        if _no_state(first):  # pooling, activations, ...: one call for all members' rows
+            attr = name.replace(".", "_")
+            root.add_module(attr, copy.deepcopy(first))
+            return graph.call_module(attr, args, kwargs)
+        raise TypeError(f"{name}: {type(first).__name__} holds parameters or buffers and has no packed form")
+
+    # ------------------------------------------------------------------ forward
+    def _sequential(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members])
+
+    @torch.no_grad()
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, C)`` of inputs ``(B, *input_shape)``."""
+        if self.graph_module is None:
+            return self._sequential(x)
+        try:
+            out = self.graph_module(x)
+        except Exception as exc:
+            self._sequential(x)  # a bad input raises here
+            return self._fall_back(f"packed forward failed: {type(exc).__name__}: {exc}", x)
+        if not self._checked:
+            probe = x[: min(4, x.shape[0])]
+            ref = self._sequential(probe)
+            got = out[:, : probe.shape[0]]
+            diff = (got.float() - ref.float()).abs().max().item() if got.shape == ref.shape else float("nan")
+            if not diff <= _CHECK_TOL * max(1.0, ref.abs().max().item()):
+                return self._fall_back(f"packed output differs from the members' (max {diff:.3g})", x)
+            self._checked = True
+        return out
+
+    def _fall_back(self, why: str, x: torch.Tensor) -> torch.Tensor:
+        logger.warning("PackedMembers: running the members one after another (%s)", why)
+        self.graph_module, self.path = None, "sequential"
+        return self._sequential(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`member_logits`."""
+        return self.member_logits(x)
