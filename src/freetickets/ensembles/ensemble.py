@@ -123,11 +123,12 @@ class Ensemble:
             raise ValueError("models: need at least one member, got an empty list")
         if batched not in (True, False, "auto"):
             raise ValueError(f"batched: expected True, False or 'auto', got {batched!r}")
-        if masks is not None and len(masks) != len(models):
-            raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
         forms = [m for m in models if _is_form(m)]
         if forms and len(models) != 1:
             raise ValueError("models: a model form (MIMO, BatchEnsemble, MC dropout) holds all members; pass it alone")
+        # A form may carry one mask dict per member it holds (packed slim tickets).
+        if masks is not None and len(masks) != len(models) and not (forms and len(masks) == forms[0].num_members):
+            raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
         #: the one network holding every member (MIMO, BatchEnsemble, MC dropout), else None
         self.form: nn.Module | None = forms[0] if forms else None
         if self.form is not None:
@@ -152,6 +153,7 @@ class Ensemble:
         device: str | torch.device = "cpu",
         batched: Batched = "auto",
         partial: bool = False,
+        compact: bool | Literal["auto"] = False,
     ) -> "Ensemble":
         """Build the ensemble of a completed run directory.
 
@@ -161,6 +163,13 @@ class Ensemble:
         The manifest is kept as ``ensemble.manifest``. A run that a live ``freetickets train``
         still writes (its lock is held) is refused too; ``partial=True`` loads the tickets the
         manifest lists so far instead (of a running or interrupted run).
+
+        ``compact``: ``True`` exports every member as its slim network (removed channels cut
+        out physically, :mod:`freetickets.ensembles.slim`) and runs them as one packed forward
+        (:class:`~freetickets.ensembles.packed.PackedMembers`, the ensemble's ``form``; the
+        ticket masks stay in ``masks``); ``"auto"`` does so for runs whose manifest says
+        ``structure: "channel"``; ``False`` (default) loads the masked members as they were
+        trained. Both forms compute the same probabilities up to fp32 rounding.
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -207,6 +216,12 @@ class Ensemble:
                 raise UserError(f"{ticket_path}: {exc}") from None
             models.append(model.to(device))
             masks.append({k: v.to(device) for k, v in ticket.masks.items()})
+        if compact == "auto":
+            compact = manifest.get("structure") == "channel"
+        if compact:
+            from freetickets.ensembles.slim import pack_tickets
+
+            models = [pack_tickets(models, masks, manifest)]
         ens = cls(models, batched=batched, masks=masks)
         ens.manifest = manifest
         return ens

@@ -119,31 +119,37 @@ class PackedMembers(nn.Module):
 
     members: eval-mode networks with identical structure and parameter shapes (slim tickets of
     one channel run). small_batch: the packing rule's threshold (see the module docstring).
+    pack: False runs the members one after another (members of different shapes allowed).
     ``member_logits(x)``: ``(B, *input_shape)`` -> logits ``(M, B, C)``; ``path`` is
     ``"packed"``, or ``"sequential"`` after a failed construction or first-call check.
     Raises ``TypeError`` when the members differ in structure or shapes. The members are kept
     (``self.members``) and are what the sequential path and the check run.
     """
 
-    def __init__(self, members: Sequence[nn.Module], *, small_batch: int = SMALL_BATCH) -> None:
+    def __init__(self, members: Sequence[nn.Module], *, small_batch: int = SMALL_BATCH, pack: bool = True) -> None:
         super().__init__()
         members = list(members)
+        if not members:
+            raise ValueError("members: need at least one member")
         first = members[0]
         shapes = [{n: tuple(t.shape) for n, t in m.state_dict().items()} for m in members]
         for k, (m, s) in enumerate(zip(members[1:], shapes[1:]), 1):
-            if type(m) is not type(first) or s != shapes[0]:
+            if pack and (type(m) is not type(first) or s != shapes[0]):
                 raise TypeError(f"member {k} differs from member 0 in structure or parameter shapes")
         self.members = nn.ModuleList(members).eval()
         self.num_members = len(members)
         self.small_batch = int(small_batch)
         self._checked = False
+        self.graph_module: fx.GraphModule | None = None
+        self.path = "sequential"
+        if not pack:
+            return
         try:
-            self.graph_module: fx.GraphModule | None = self._pack()
+            self.graph_module = self._pack()
             self.path = "packed"
         except Exception as exc:
             logger.info("PackedMembers: no packed form (%s: %s); members run one after another",
                         type(exc).__name__, exc)
-            self.graph_module, self.path = None, "sequential"
 
     # ------------------------------------------------------------------ construction
     def _pack(self) -> fx.GraphModule:

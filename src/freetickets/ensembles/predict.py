@@ -113,7 +113,7 @@ def predict_file(
     if suffix not in (".npz", ".csv"):
         raise UserError(f"output: unsupported suffix {output_path.suffix!r}; use .npz or .csv")
 
-    ens = Ensemble.load(run_dir, device=device, partial=partial)
+    ens = Ensemble.load(run_dir, device=device, partial=partial, compact="auto")  # channel runs run slim
     manifest = ens.manifest or {}
     input_shape = tuple(int(s) for s in manifest["input_shape"])
     arr = load_inputs(input_path, input_shape)

@@ -252,3 +252,26 @@ def weight_density(masks: dict[str, torch.Tensor]) -> float:
     """Fraction of True entries over all masks (1 - sparsity)."""
     total = math.fsum(m.numel() for m in masks.values())
     return math.fsum(int(m.sum()) for m in masks.values()) / total if total else 1.0
+
+
+def pack_tickets(models: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]],
+                 manifest: dict[str, Any]) -> nn.Module:
+    """The compact form of a run's loaded members: slim copies, packed when they share a shape.
+
+    Returns a :class:`~freetickets.ensembles.packed.PackedMembers` (one packed forward, its
+    ``path`` "packed" or, when the members cannot be packed, "sequential"). Raises
+    :class:`UserError` for model forms (MIMO, BatchEnsemble, MC dropout: already one network)
+    and when a member's slim export disagrees with its masked form.
+    """
+    from freetickets.ensembles.packed import PackedMembers
+
+    if manifest.get("model_form"):
+        raise UserError("compact: this run's members live in one network "
+                        f"({manifest['model_form'].get('kind', 'model form')}); compact applies to ticket runs")
+    shape = tuple(int(s) for s in manifest["input_shape"])
+    slim = [slim_member(m, mk, shape) for m, mk in zip(models, masks)]
+    try:
+        return PackedMembers(slim)
+    except TypeError as exc:  # members of different channel counts: no shared architecture
+        logger.info("compact: members differ (%s); they run one after another", exc)
+        return PackedMembers(slim, pack=False)
