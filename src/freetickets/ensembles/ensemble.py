@@ -141,6 +141,9 @@ class Ensemble:
         self._checked = False  # batched path verified against the sequential one
         for m in self.models:
             m.eval()
+        # The parameter whose device and dtype inputs take (looked up once: walking a deep
+        # module tree costs microseconds per call; .to() keeps Parameter objects, moving data).
+        self._reference: torch.Tensor | None = next(iter(self.models[0].parameters()), None)
         self._path = "sequential"
         if self._wants_batched():
             self._build("fused")
@@ -260,6 +263,7 @@ class Ensemble:
         """Move every member (and masks) to ``device``; returns ``self``."""
         for m in self.models:
             m.to(device)
+        self._reference = next(iter(self.models[0].parameters()), None)  # in case .to() swapped it
         self.masks = [{k: v.to(device) for k, v in d.items()} for d in self.masks]
         if self._path != "sequential":
             self._build(self._path)  # module.to() re-created the tensors; join them again
@@ -349,7 +353,7 @@ class Ensemble:
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
-        ref = next(iter(self.models[0].parameters()), None)
+        ref = self._reference
         if ref is not None:
             dtype = ref.dtype if (x.is_floating_point() and ref.is_floating_point()) else x.dtype
             x = x.to(device=ref.device, dtype=dtype)

@@ -85,9 +85,12 @@ def packed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, strid
         kernel = tuple(weight.shape[-2:])
     cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (M*B, C*k, L)
     ck, length = cols.shape[1], cols.shape[2]
-    cols = cols.reshape(m, b, ck, length).transpose(1, 2).reshape(m, ck, b * length)
-    out = torch.baddbmm(bias.unsqueeze(-1), weight.reshape(m, o, ck), cols)  # (M, O, B*L)
-    out = out.reshape(m, o, b, length).transpose(1, 2).reshape(m * b, o, length)
+    if b == 1:  # (M, C*k, L) already: no copies, and the output (M, O, L) is (M*B, O, L)
+        out = torch.baddbmm(bias.unsqueeze(-1), weight.reshape(m, o, ck), cols)
+    else:
+        cols = cols.reshape(m, b, ck, length).transpose(1, 2).reshape(m, ck, b * length)
+        out = torch.baddbmm(bias.unsqueeze(-1), weight.reshape(m, o, ck), cols)  # (M, O, B*L)
+        out = out.reshape(m, o, b, length).transpose(1, 2).reshape(m * b, o, length)
     if one_d:
         return out
     h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
@@ -230,9 +233,11 @@ class PackedMembers(nn.Module):
     def _sequential(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members])
 
-    @torch.no_grad()
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(M, B, C)`` of inputs ``(B, *input_shape)``."""
+        """Logits ``(M, B, C)`` of inputs ``(B, *input_shape)`` (computed without autograd)."""
+        if torch.is_grad_enabled():  # checked rather than always entering no_grad: ~1 us at batch 1
+            with torch.no_grad():
+                return self.member_logits(x)
         if self.graph_module is None:
             return self._sequential(x)
         try:
