@@ -67,7 +67,7 @@ def test_slim_equals_masked_and_packed_equals_members(name, shape, kwargs):
     with torch.no_grad():
         masked = torch.stack([m(x) for m, _ in built])
         assert _max_rel(torch.stack([s(x) for s in slims]), masked) < 1e-5
-        for small_batch in (0, 64):  # per-member convolutions, and im2col + one batched matmul
+        for small_batch in (0, 64):  # folded members one after another, and the packed graph
             packed = PackedMembers(slims, small_batch=small_batch)
             assert packed.path == "packed"
             out = packed.member_logits(x)

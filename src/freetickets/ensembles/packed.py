@@ -7,17 +7,19 @@ that keep the first dimension) then runs once for all members unchanged; only th
 weights differ per member:
 
 * **Linear** ``(M*B, F) -> (M*B, O)``: one ``baddbmm`` over the stacked weights ``(M, F, O)``.
-* **Conv1d/Conv2d** (``groups=1``, zero padding): the *packing rule* picks by the batch B per
-  member. For ``B <= small_batch`` one ``unfold`` (im2col) and one ``baddbmm`` over the stacked
-  weights ``(M, O, C*k)``: few, larger ops, which wins while per-op overhead dominates (at
-  B = 1 the im2col matrix is already in the layout the matmul needs, no copy). For larger B,
-  M ordinary convolutions, one per member's slice of rows, written into one output: unfold's
-  memory traffic grows with B while each slim convolution is then big enough to run at full
-  speed; grouped convolutions (the fused form's way) measured slower than both on the CPU
-  (docs/benchmarks.md).
+* **Conv1d/Conv2d** (``groups=1``, zero padding): one ``unfold`` (im2col) and one ``baddbmm``
+  over the stacked weights ``(M, O, C*k)``; at B = 1 the im2col matrix is already in the layout
+  the matmul needs (no copy).
 * **BatchNorm** directly after a Conv/Linear (its only user) is folded into that layer's weights
   and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
   any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
+
+**Packing rule** (by the batch B of a call): ``B <= small_batch`` runs the packed graph: few,
+larger ops, which wins while per-op overhead dominates. Larger batches run the M BatchNorm-folded
+slim members one after another: im2col's memory traffic grows with B while each slim
+convolution is then big enough to run at full speed, and grouped convolutions (the fused form's
+way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
+--structure channel`` prints both paths forced).
 
 The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
 stacked per layer. A model that FX cannot trace, or with any other module holding parameters
@@ -40,8 +42,8 @@ __all__ = ["PackedMembers", "SMALL_BATCH"]
 
 logger = logging.getLogger(__name__)
 
-#: Default packing rule: convolutions use im2col + one batched matmul up to this batch per
-#: member, one convolution per member above it (measured in benchmarks/ensemble.py).
+#: Default packing rule: the packed graph up to this batch, the folded members one after
+#: another above it (measured in benchmarks/ensemble.py --structure channel).
 SMALL_BATCH = 8
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
@@ -65,18 +67,11 @@ def packed_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> 
 
 
 def packed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, ...],
-                padding: tuple[int, ...], dilation: tuple[int, ...], small_batch: int) -> torch.Tensor:
-    """M convolutions (groups 1) on member-stacked rows ``x`` (M*B, C, *spatial).
-
-    ``weight`` (M, O, C, *k), ``bias`` (M, O). Small batches: im2col + one ``baddbmm``; large:
-    one convolution per member (see the module docstring).
-    """
+                padding: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
+    """M convolutions (groups 1) on member-stacked rows ``x`` (M*B, C, *spatial) by im2col + one
+    ``baddbmm``; ``weight`` (M, O, C, *k), ``bias`` (M, O)."""
     m, o = weight.shape[:2]
     b = x.shape[0] // m
-    if b > small_batch:
-        conv = F.conv1d if x.dim() == 3 else F.conv2d
-        return torch.cat([conv(x[k * b:(k + 1) * b], weight[k], bias[k], stride, padding, dilation)
-                          for k in range(m)])
     one_d = x.dim() == 3
     if one_d:  # as a 2-D image of height 1
         x, kernel = x.unsqueeze(2), (1, weight.shape[-1])
@@ -144,21 +139,23 @@ class PackedMembers(nn.Module):
         self.small_batch = int(small_batch)
         self._checked = False
         self.graph_module: fx.GraphModule | None = None
+        self.folded = nn.ModuleList()  # the BatchNorm-folded members (large batches)
         self.path = "sequential"
         if not pack:
             return
         try:
-            self.graph_module = self._pack()
+            from torch.fx.experimental.optimization import fuse
+
+            folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
+            self.graph_module = self._pack(folded)
+            self.folded = nn.ModuleList(folded)
             self.path = "packed"
         except Exception as exc:
             logger.info("PackedMembers: no packed form (%s: %s); members run one after another",
                         type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ construction
-    def _pack(self) -> fx.GraphModule:
-        from torch.fx.experimental.optimization import fuse
-
-        folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
+    def _pack(self, folded: list[fx.GraphModule]) -> fx.GraphModule:
         mods = [dict(g.named_modules()) for g in folded]
         root = nn.Module()
         graph = fx.Graph()
@@ -206,7 +203,7 @@ class PackedMembers(nn.Module):
                     for m in mods]
             b = const(name + ".b", _stack(bias))
             return graph.call_function(packed_conv, (args[0], w, b, tuple(first.stride), tuple(first.padding),
-                                                     tuple(first.dilation), self.small_batch))
+                                                     tuple(first.dilation)))
         if isinstance(first, _NORMS) and first.track_running_stats:
             scale, shift = [], []
             for m in mods:
@@ -241,23 +238,39 @@ class PackedMembers(nn.Module):
         if self.graph_module is None:
             return self._sequential(x)
         try:
-            out = self.graph_module(x)
+            out = self._packed(x)
         except Exception as exc:
             self._sequential(x)  # a bad input raises here
             return self._fall_back(f"packed forward failed: {type(exc).__name__}: {exc}", x)
         if not self._checked:
-            probe = x[: min(4, x.shape[0])]
-            ref = self._sequential(probe)
-            got = out[:, : probe.shape[0]]
-            diff = (got.float() - ref.float()).abs().max().item() if got.shape == ref.shape else float("nan")
-            if not diff <= _CHECK_TOL * max(1.0, ref.abs().max().item()):
-                return self._fall_back(f"packed output differs from the members' (max {diff:.3g})", x)
+            why = self._check(x[: min(4, x.shape[0])])
+            if why is not None:
+                return self._fall_back(why, x)
             self._checked = True
         return out
 
+    def _packed(self, x: torch.Tensor, small: bool | None = None) -> torch.Tensor:
+        """The packing rule: the packed graph for small batches, else the folded members."""
+        assert self.graph_module is not None
+        if small is None:
+            small = x.shape[0] <= self.small_batch
+        if small:
+            return self.graph_module(x)
+        return torch.stack([f(x) for f in self.folded])
+
+    def _check(self, probe: torch.Tensor) -> str | None:
+        """None when both packed paths reproduce the members on ``probe``, else why not."""
+        ref = self._sequential(probe)
+        for small in (True, False):
+            got = self._packed(probe, small)
+            diff = (got.float() - ref.float()).abs().max().item() if got.shape == ref.shape else float("nan")
+            if not diff <= _CHECK_TOL * max(1.0, ref.abs().max().item()):
+                return f"packed output differs from the members' (max {diff:.3g})"
+        return None
+
     def _fall_back(self, why: str, x: torch.Tensor) -> torch.Tensor:
         logger.warning("PackedMembers: running the members one after another (%s)", why)
-        self.graph_module, self.path = None, "sequential"
+        self.graph_module, self.folded, self.path = None, nn.ModuleList(), "sequential"
         return self._sequential(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
