@@ -139,20 +139,21 @@ def test_packed_refuses_members_of_different_shapes_and_runs_them_one_by_one():
 
 
 def test_packed_falls_back_when_forward_mixes_rows(caplog):
-    class Mixer(nn.Module):  # normalises over the batch: rows of different members would mix
+    class Mixer(nn.Module):  # centres hidden features over the batch: packed rows of members mix
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(4, 3)
+            self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 3)
 
         def forward(self, x):
-            return self.fc(x - x.mean(0))
+            h = self.fc1(x)
+            return self.fc2(h - h.mean(0))
 
     members = [Mixer().eval() for _ in range(2)]
     packed = PackedMembers(members)
     x = torch.randn(5, 4)
     with torch.no_grad():
         out = packed.member_logits(x)
-        assert torch.allclose(out, torch.stack([m(x) for m in members]))
+        assert torch.equal(out, torch.stack([m(x) for m in members]))
     assert packed.path == "sequential" and "differs" in caplog.text
 
 
@@ -218,3 +219,17 @@ def test_evaluate_reports_the_compact_cost_block(tmp_path):
     # well under three dense models but more than one quarter of one.
     assert 0.25 < c["inference_flops_vs_dense"] < 1.5
     assert math.isclose(c["bytes_vs_dense"], c["params_vs_dense"])
+
+
+@pytest.mark.parametrize("name,kwargs,big_path", [("cnn1d", {"width": 12}, "folded"), ("mlp", {"hidden_sizes": [24]}, "graph")])
+def test_packing_rule_picks_the_path_by_batch_and_model(name, kwargs, big_path):
+    slims = [slim_member(*channel_member(name, (1, 40), kwargs, s), (1, 40)) for s in range(2)]
+    packed = PackedMembers(slims, small_batch=2)
+    calls = {"graph": 0, "folded": 0}
+    packed.member_logits(torch.randn(3, 1, 40))  # the first call checks both paths
+    packed.graph_module.register_forward_hook(lambda *_: calls.__setitem__("graph", calls["graph"] + 1))
+    packed.folded[0].register_forward_hook(lambda *_: calls.__setitem__("folded", calls["folded"] + 1))
+    packed.member_logits(torch.randn(2, 1, 40))
+    assert calls == {"graph": 1, "folded": 0}  # small batches: the packed graph
+    packed.member_logits(torch.randn(3, 1, 40))
+    assert calls[big_path] == 1 + (big_path == "graph")  # convolutional models: folded members

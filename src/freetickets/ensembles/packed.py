@@ -14,9 +14,10 @@ weights differ per member:
   and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
   any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
 
-**Packing rule** (by the batch B of a call): ``B <= small_batch`` runs the packed graph: few,
-larger ops, which wins while per-op overhead dominates. Larger batches run the M BatchNorm-folded
-slim members one after another: im2col's memory traffic grows with B while each slim
+**Packing rule** (by the batch B of a call): models without convolutions, and any model at
+``B <= small_batch``, run the packed graph: few, larger ops, which wins while per-op overhead
+dominates (for Linear-only models at every batch measured). Larger batches of convolutional
+models run the M BatchNorm-folded slim members one after another: im2col's memory traffic grows with B while each slim
 convolution is then big enough to run at full speed, and grouped convolutions (the fused form's
 way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
 --structure channel`` prints both paths forced).
@@ -138,6 +139,7 @@ class PackedMembers(nn.Module):
         self.num_members = len(members)
         self.small_batch = int(small_batch)
         self._checked = False
+        self._has_conv = False
         self.graph_module: fx.GraphModule | None = None
         self.folded = nn.ModuleList()  # the BatchNorm-folded members (large batches)
         self.path = "sequential"
@@ -148,6 +150,7 @@ class PackedMembers(nn.Module):
 
             folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
             self.graph_module = self._pack(folded)
+            self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
             self.folded = nn.ModuleList(folded)
             self.path = "packed"
         except Exception as exc:
@@ -253,7 +256,7 @@ class PackedMembers(nn.Module):
         """The packing rule: the packed graph for small batches, else the folded members."""
         assert self.graph_module is not None
         if small is None:
-            small = x.shape[0] <= self.small_batch
+            small = not self._has_conv or x.shape[0] <= self.small_batch
         if small:
             return self.graph_module(x)
         return torch.stack([f(x) for f in self.folded])
