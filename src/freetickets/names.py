@@ -10,3 +10,8 @@ DEMO_METHODS = ("dense", "deep", "dst", "edst", "static", "pf", "snapshot", "mim
 
 #: ``SparseEngine(sparse_init=...)``: leave surviving weights as drawn, or rescale them by 1/sqrt(density).
 SPARSE_INITS = ("none", "rescale")
+
+#: ``SparseEngine(structure=...)`` / ``--structure``: free weights (the paper) or whole channels.
+STRUCTURES = ("unstructured", "channel")
+#: Methods whose tickets may be channel-structured.
+CHANNEL_METHODS = ("dst", "edst", "static", "pf")

@@ -13,7 +13,7 @@ import pytest
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "using-in-your-loop.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
-TITLES = ["plain", "transformer", "amp", "accumulation", "ddp", "lightning", "transformers"]
+TITLES = ["plain", "channel", "transformer", "amp", "accumulation", "ddp", "lightning", "transformers"]
 
 
 def test_page_has_the_documented_examples():

@@ -93,6 +93,9 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--regrow-pruned", dict(action=argparse.BooleanOptionalAction,
                              help="a weight pruned in an update may be regrown in the same update (default: yes, "
                                   "as the released code and RigL); --no-regrow-pruned: it may not")),
+    ("--structure", dict(help="dst, edst, static, pf: unstructured (default: free weights, as in the paper) or "
+                              "channel (tickets keep whole channels/neurons, i.e. smaller dense networks; "
+                              "consider --prune-fraction 0.1, see docs/algorithms.md)")),
     ("--include", dict(nargs="+", metavar="PATTERN",
                        help="also make these parameters sparse (fnmatch on names, >= 2-D), e.g. emb.weight")),
     ("--exclude", dict(nargs="+", metavar="PATTERN",
@@ -292,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", default=argparse.SUPPRESS, help="mnist1d (default), cifar10, cifar100, imagenet")
     for flag in ("--sparsity", "--members", "--epochs", "--explore-epochs", "--batch-size", "--num-samples",
                  "--distribution", "--grow", "--pf-epochs", "--reference-epochs", "--update-interval",
-                 "--mimo-batch-repetitions", "--dropout-rate"):
+                 "--mimo-batch-repetitions", "--dropout-rate", "--structure"):
         kw = dict(_TRAIN_FLAG_KW[flag])
         f.add_argument(flag, default=argparse.SUPPRESS, **kw)
     f.add_argument("--train-size", type=int, default=argparse.SUPPRESS,

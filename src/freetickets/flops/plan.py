@@ -73,7 +73,12 @@ def planned_cost(cfg, train_size: int) -> PlannedCost:
         lf = dense_layer_flops(net, shape)
         named = dict(sparsifiable_parameters(net, include=cfg.include or None, exclude=cfg.exclude or None))
         form_cost = recipe.form_flops(recipe.build_model(net, cfg), shape, cfg)
-    dens = layer_densities({n: tuple(p.shape) for n, p in named.items()}, cfg.sparsity, cfg.distribution)
+    if cfg.structure == "channel" and recipe.sparse:  # whole channels: the densities their masks give
+        from freetickets.sparse.channels import channel_densities
+
+        dens = channel_densities(net, list(named.items()), cfg.sparsity, cfg.distribution, torch.zeros(2, *shape))
+    else:
+        dens = layer_densities({n: tuple(p.shape) for n, p in named.items()}, cfg.sparsity, cfg.distribution)
     f_s = forward_flops(lf, dens) if recipe.sparse else lf.total
     per_epoch = math.ceil(train_size / cfg.batch_size)
     total_steps, train = 0, 0.0
@@ -86,7 +91,7 @@ def planned_cost(cfg, train_size: int) -> PlannedCost:
         elif masks is None:
             train += estimate_train_flops(lf, {}, steps, cfg.batch_size)
         else:
-            updates = _update_steps(cfg, steps) if masks == "dynamic" else 0
+            updates = _update_steps(cfg, steps) if masks == "dynamic" and cfg.structure != "channel" else 0
             train += estimate_train_flops(lf, dens, steps, cfg.batch_size, update_steps=updates)
     if form_cost is not None:
         inference = form_cost[1]

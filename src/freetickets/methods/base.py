@@ -68,6 +68,7 @@ class EngineSetup:
     total_steps: int
     load_parent: Callable[[nn.Module], None]
     check_consistency: bool = False
+    input_shape: tuple[int, ...] | None = None  # one example's shape: channel structure traces the model
 
 
 def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None, sparse_init: str | None = None):
@@ -90,7 +91,7 @@ def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None
                         prune_schedule=cfg.prune_schedule, update_interval=update_interval, end_step=end_step,
                         seed=setup.job.seed, sparse_init=cfg.sparse_init if sparse_init is None else sparse_init,
                         masks=masks, check_consistency=setup.check_consistency,
-                        **engine_options(cfg))  # include/exclude/regrow_pruned
+                        **engine_options(cfg, setup.model, setup.input_shape))  # include/exclude/regrow/structure
 
 
 def member_ids(cfg) -> list[int]:

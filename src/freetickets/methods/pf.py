@@ -57,7 +57,15 @@ class PFEnsemble(Recipe):
         from freetickets.train.sparse_options import selected_parameters
 
         setup.load_parent(setup.model)
-        masks = global_magnitude_masks(selected_parameters(setup.cfg, setup.model), setup.cfg.sparsity)
+        named = selected_parameters(setup.cfg, setup.model)
+        if setup.cfg.structure == "channel":  # the parent's strongest channels, per-layer counts of the distribution
+            from freetickets.sparse.channels import magnitude_channel_masks
+            from freetickets.train.sparse_options import example_inputs
+
+            masks = magnitude_channel_masks(setup.model, named, setup.cfg.sparsity, setup.cfg.distribution,
+                                            example_inputs(setup.model, setup.input_shape))
+            return sparse_engine(setup, update_interval=None, masks=masks, sparse_init="none")
+        masks = global_magnitude_masks(named, setup.cfg.sparsity)
         return sparse_engine(setup, update_interval=None, masks=masks, sparse_init="none")
 
     def job_masks(self, cfg, job: Job) -> str | None:

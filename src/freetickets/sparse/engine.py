@@ -63,7 +63,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from freetickets.sparse.engine_args import check_arguments, initial_masks, validate_fraction
+from freetickets.sparse.engine_args import channel_structure, check_arguments, initial_masks, validate_fraction
 from freetickets.sparse.layer_update import grow_score, layer_k, nonfinite_layers, update_layer
 from freetickets.sparse.layer_update import pack_bits_fast as _pack_bits_fast  # noqa: F401 (old name)
 from freetickets.sparse.layer_update import zero_at as _zero_at  # noqa: F401 (old name)
@@ -115,6 +115,13 @@ class SparseEngine:
             update may be regrown in the same update; ``False``: it may not (see above).
         check_consistency: when ``torch.distributed`` is initialised, all-reduce
             :meth:`mask_checksum` after each update and raise ``RuntimeError`` if ranks differ.
+        structure: ``"unstructured"`` (default: single weights) or ``"channel"``: whole output
+            channels/neurons, masks ``outer(keep_out, keep_in)``, channel prune-and-regrow
+            (:mod:`~freetickets.sparse.channels`); ``prune`` must then be ``"magnitude"`` and
+            ``grow`` ``"gradient"`` or ``"random"`` (both: random channel regrowth).
+        example_inputs: for ``structure="channel"``: a batch the model accepts (e.g.
+            ``torch.zeros(2, *input_shape)`` on its device), traced once by torch-pruning's
+            ``DependencyGraph`` to find which tensors index each channel.
 
     Attributes:
         masks: ``name -> torch.bool`` tensor of the parameter's shape and device (True = active).
@@ -151,6 +158,8 @@ class SparseEngine:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         regrow_pruned: bool = True,
+        structure: str = "unstructured",
+        example_inputs: Any = None,
     ) -> None:
         # ---- validate arguments (ValueError naming the argument and the allowed values)
         sparsity = check_arguments(sparsity=sparsity, masks=masks, distribution=distribution,
@@ -185,7 +194,13 @@ class SparseEngine:
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(seed)
 
-        # ---- initial masks
+        # ---- initial masks (channel structure: freetickets.sparse.channels)
+        self.structure = structure
+        self._channels = channel_structure(self.model, named, structure=structure, example_inputs=example_inputs,
+                                           masks=masks, sparsity=sparsity, distribution=distribution,
+                                           prune=prune, grow=grow, generator=self._generator)
+        if self._channels is not None and masks is None:
+            masks = {n: self._channels.mask(j) for j, n in enumerate(self._names)}
         self.masks: dict[str, torch.Tensor] = initial_masks(named, masks, sparsity, distribution, self._generator)
         self._refresh_layer_state()
         self._ever_active: list[torch.Tensor] = [pack_bits(self.masks[n]) for n in self._names]
@@ -235,6 +250,8 @@ class SparseEngine:
             # Multiplying a negative weight by 0 gives -0.0; adding +0.0 turns it into +0.0
             # (IEEE 754), so masked entries are bitwise zero and tickets need no sign bits.
             p.mul_(m).add_(0.0)
+        if self._channels is not None:  # removed channels' bias/BN affine and optimizer state
+            self._channels.apply(self.optimizer, [self.masks[n] for n in self._names])
 
     def _update_due(self, step: int) -> bool:
         if self.update_interval is None or step % self.update_interval != 0:
@@ -299,6 +316,9 @@ class SparseEngine:
 
     @torch.no_grad()
     def _update(self, fraction: float) -> None:
+        if self._channels is not None:
+            self._update_channels(fraction)
+            return
         moved = 0
         reactivated: list[int | torch.Tensor] = []
         for i, (name, p) in enumerate(zip(self._names, self._params)):
@@ -321,6 +341,25 @@ class SparseEngine:
             self.topology_version += 1
         logger.debug("topology update %d at step %d: fraction %.4f, %d weights moved (%d regrown where pruned)",
                      self._update_count, self._step_count, fraction, moved, again)
+        if self.check_consistency:
+            self._check_ranks()
+
+    def _update_channels(self, fraction: float) -> None:
+        """Channel prune-and-regrow (:meth:`~freetickets.sparse.channels.ChannelStructure.update`)."""
+        moved, again, fresh = self._channels.update(fraction, [self.masks[n] for n in self._names], self.optimizer,
+                                                    self._generator, self.regrow_pruned)
+        for i, grown in enumerate(fresh):
+            self._ever_active[i] |= pack_bits(grown)
+        self._update_count += 1
+        self.pruned_total += moved
+        self.regrown_total += moved
+        self.reactivated_total += again
+        if moved:
+            self.topology_version += 1
+        self._refresh_layer_state()
+        self.apply_masks()
+        logger.debug("channel update %d at step %d: fraction %.4f, %d weights moved", self._update_count,
+                     self._step_count, fraction, moved)
         if self.check_consistency:
             self._check_ranks()
 
@@ -372,6 +411,7 @@ class SparseEngine:
             "reactivated_total": self.reactivated_total,
             "postponed_steps": self.postponed_steps,
             "update_pending": self._pending is not None,
+            **({"structure": self.structure, "channels": self._channels.describe()} if self._channels is not None else {}),
         }
 
     def memory_bytes(self) -> int:
@@ -430,6 +470,7 @@ class SparseEngine:
                 "prune_schedule": self.prune_schedule, "update_interval": self.update_interval,
                 "end_step": self.end_step, "seed": self.seed, "sparse_init": self.sparse_init,
                 "regrow_pruned": self.regrow_pruned, "include": list(self.include), "exclude": list(self.exclude),
+                **({"structure": self.structure} if self._channels is not None else {}),
             },
         }
 
@@ -451,6 +492,8 @@ class SparseEngine:
             self.masks[name].copy_(masks[name].to(torch.bool))
             device = self.masks[name].device
             self._ever_active[i] = pack_bits(ever[name].to(device=device, dtype=torch.bool))
+        if self._channels is not None:
+            self._channels.load_masks([self.masks[n] for n in self._names])
         self._refresh_layer_state()
         self._step_count = int(state["step_count"])
         self._update_count = int(state["update_count"])

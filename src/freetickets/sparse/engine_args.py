@@ -106,3 +106,33 @@ def initial_masks(named: list[tuple[str, nn.Parameter]], masks: Mapping[str, tor
             raise ValueError(f"masks[{name!r}]: shape {tuple(given.shape)} != parameter shape {tuple(p.shape)}")
         out[name] = given.detach().to(device=p.device, dtype=torch.bool).clone()
     return out
+
+
+def channel_structure(model: nn.Module, named: list[tuple[str, nn.Parameter]], *, structure: str,
+                      example_inputs: Any, masks: Mapping[str, torch.Tensor] | None, sparsity: float | None,
+                      distribution: str, prune: Any, grow: Any, generator: torch.Generator):
+    """``None`` for ``structure="unstructured"``; for ``"channel"`` the engine's
+    :class:`~freetickets.sparse.channels.ChannelStructure`: traced dependencies and kept output
+    channels (random, exact per-layer counts; or read from channel-structured ``masks``)."""
+    from freetickets.sparse.channels import STRUCTURES, ChannelStructure, allocate_channels, build_channel_layers
+
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}; got {structure!r}")
+    if structure == "unstructured":
+        return None
+    if example_inputs is None:
+        raise ValueError("example_inputs: structure='channel' needs an example input batch (e.g. "
+                         "torch.zeros(2, *input_shape)) to trace which layers share channels")
+    if prune != "magnitude" or grow not in ("gradient", "random"):
+        raise ValueError("structure='channel' prunes channels by magnitude and regrows them at random "
+                         f"(docs/algorithms.md); prune must be 'magnitude' and grow 'gradient' or 'random', "
+                         f"got prune={prune!r}, grow={grow!r}")
+    layers = build_channel_layers(model, named, example_inputs)
+    channels = ChannelStructure(layers, [p for _, p in named])
+    if masks is None:
+        channels.set_initial(allocate_channels(layers, sparsity, distribution), generator)
+    else:
+        given = [masks.get(n) for n, _ in named]
+        channels.load_masks([torch.ones(p.shape, dtype=torch.bool) if m is None else m.detach().cpu()
+                             for m, (_, p) in zip(given, named)])
+    return channels

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from freetickets.errors import UserError
-from freetickets.names import METHODS, SPARSE_INITS
+from freetickets.names import CHANNEL_METHODS, METHODS, SPARSE_INITS, STRUCTURES
 
 DISTRIBUTIONS = ("erk", "er", "uniform")
 PRUNE_RULES = ("magnitude", "set")
@@ -70,6 +70,7 @@ class TrainConfig:
     regrow_pruned: bool = True  # a weight pruned in an update may be regrown in it (released code, RigL)
     include: list = field(default_factory=list)  # fnmatch patterns of extra sparse parameters (>= 2-D)
     exclude: list = field(default_factory=list)  # fnmatch patterns of parameters kept dense
+    structure: str = "unstructured"  # or "channel": tickets keep whole channels (docs/algorithms.md)
 
     # ensembles
     members: int = 3
@@ -210,6 +211,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ):
         raise UserError("refine_lr_factors: expected two positive numbers (lr factors of the two halves)")
     _check_more(cfg)
+    _check_structure(cfg)
     from freetickets.methods import get_recipe  # here: the recipes import the schedules, which import this module
 
     recipe = get_recipe(cfg.method)
@@ -241,6 +243,20 @@ _BOOL_FIELDS = ("nesterov", "channels_last", "compile", "check_consistency", "sy
 # epochs or generate a data set that does not fit in memory.
 _MAXIMA = {"epochs": 100_000, "explore_epochs": 100_000, "pf_epochs": 100_000, "warmup_epochs": 100_000,
            "reference_epochs": 100_000, "members": 10_000, "num_samples": 10_000_000, "seed": 2**32 - 1}
+
+
+def _check_structure(cfg: TrainConfig) -> None:
+    """``structure``: a known value; ``channel`` only for the methods and rules that support it."""
+    _choice("structure", cfg.structure, STRUCTURES)
+    if cfg.structure != "channel":
+        return
+    if cfg.method not in CHANNEL_METHODS:
+        raise UserError(f"--structure: channel is for {', '.join(CHANNEL_METHODS)}, not {cfg.method}")
+    if cfg.prune != "magnitude":
+        raise UserError(f"--prune: --structure channel prunes channels by magnitude; got {cfg.prune!r}")
+    if cfg.grow not in ("gradient", "random"):
+        raise UserError(f"--grow: --structure channel regrows channels at random (a removed channel's gradient "
+                        f"is exactly 0); use gradient (the default) or random, not {cfg.grow!r}")
 
 
 def _check_more(cfg: TrainConfig) -> None:

@@ -229,6 +229,7 @@ def new_manifest(cfg_dict: dict[str, Any], *, num_classes: int, input_shape: tup
         "members": members,
         "seeds": recipe.seeds(cfg_dict["seed"], members),
         "sparsity": cfg_dict["sparsity"] if recipe.sparse else 0.0,
+        **({"structure": "channel"} if cfg_dict.get("structure") == "channel" else {}),  # absent: unstructured
         "model_form": recipe.model_form(cfg_dict),  # None, or how Ensemble.load rebuilds a MIMO/BE/MC-dropout net
         "package_version": __version__,
         "git_revision": git_revision(),

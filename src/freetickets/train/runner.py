@@ -222,7 +222,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(cfg, model, job.plan[0].lr)
         setup = EngineSetup(cfg, job, model, optimizer, self._steps_per_epoch(ctx) * len(job.plan),
-                            lambda m: self._load_parent(ctx, job, m), cfg.check_consistency and ctx.dist.enabled)
+                            lambda m: self._load_parent(ctx, job, m), cfg.check_consistency and ctx.dist.enabled,
+                            tuple(ctx.data.input_shape))
         engine = get_recipe(cfg.method).make_engine(setup)
         train_model = model
         if ctx.dist.enabled:
@@ -277,7 +278,8 @@ class Trainer:
         cfg, run = self.cfg, self.run
         recipe = get_recipe(cfg.method)
         warmup_steps = cfg.warmup_epochs * self._steps_per_epoch(ctx) if job.warmup else 0
-        grad_growth = st.engine is not None and cfg.grow == "gradient"
+        # channel structure regrows at random: its updates need no dense gradient (sparse/channels.py)
+        grad_growth = st.engine is not None and cfg.grow == "gradient" and cfg.structure != "channel"
         st.model.train()
         it = TrainBatches(ctx.data, cfg.batch_size, seed=job.seed, epoch=spec.epoch, start_batch=first_batch,
                           info=ctx.dist, device=ctx.device, num_workers=cfg.num_workers)
