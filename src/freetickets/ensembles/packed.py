@@ -10,6 +10,9 @@ weights differ per member:
 * **Conv1d/Conv2d** (``groups=1``, zero padding): one ``unfold`` (im2col) and one ``baddbmm``
   over the stacked weights ``(M, O, C*k)``; at B = 1 the im2col matrix is already in the layout
   the matmul needs (no copy).
+* The **first weighted layer** sees the input every member shares, so it runs as one ordinary
+  Linear / Conv with the members' output channels concatenated; ops before it run once on the
+  un-replicated input.
 * **BatchNorm** directly after a Conv/Linear (its only user) is folded into that layer's weights
   and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
   any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
@@ -93,6 +96,19 @@ def packed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, strid
     return out.reshape(m * b, o, h, length // h)
 
 
+def shared_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, members: int,
+                 conv_args: tuple | None) -> torch.Tensor:
+    """The first weighted layer on the input every member shares: one ordinary Linear / Conv
+    with the members' output channels concatenated (``weight`` (M*O, ...), ``bias`` (M*O,)),
+    ``(B, ...) -> (M*B, O, ...)`` member-major (a view at B = 1)."""
+    if conv_args is None:
+        out = torch.addmm(bias, x, weight)  # weight (F, M*O)
+    else:
+        out = (F.conv1d if x.dim() == 3 else F.conv2d)(x, weight, bias, *conv_args)
+    b, rest = out.shape[0], out.shape[2:]
+    return out.reshape(b, members, -1, *rest).transpose(0, 1).reshape(members * b, -1, *rest)
+
+
 def replicate(x: torch.Tensor, members: int) -> torch.Tensor:
     """The input ``(B, ...)`` for every member: ``(M*B, ...)``, member-major."""
     return x.repeat(members, *([1] * (x.dim() - 1)))
@@ -172,22 +188,66 @@ class PackedMembers(nn.Module):
             root.register_buffer(attr, value)
             return graph.get_attr(attr)
 
+        # Nodes that still hold the input all members share (B rows, not yet replicated): ops on
+        # it run once, and the first weighted layer runs as one ordinary layer (shared_layer).
+        shared: set[fx.Node] = set()
+        replicated: dict[fx.Node, fx.Node] = {}
+
+        def packed_arg(n: fx.Node) -> fx.Node:
+            if n not in shared:
+                return n
+            if n not in replicated:
+                replicated[n] = graph.call_function(replicate, (n, self.num_members))
+            return replicated[n]
+
         for node in folded[0].graph.nodes:
-            args = fx.map_arg(node.args, lambda n: env[n])
-            kwargs = fx.map_arg(node.kwargs, lambda n: env[n])
+            inputs = [env[n] for n in node.all_input_nodes]
+            on_shared = bool(inputs) and all(n in shared for n in inputs)
+            module = mods[0].get(node.target) if node.op == "call_module" else None
             if node.op == "placeholder":
                 if env:
                     raise TypeError("members with more than one input are not supported")
-                env[node] = graph.call_function(replicate, (graph.placeholder(node.name), self.num_members))
+                env[node] = graph.placeholder(node.name)
+                shared.add(env[node])
             elif node.op == "output":
-                graph.output(graph.call_function(unstack, (args[0], self.num_members)))
-            elif node.op == "call_module":
-                env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods], node.target, args, kwargs)
+                graph.output(graph.call_function(unstack, (packed_arg(env[node.args[0]]), self.num_members)))
             elif node.op == "get_attr":
                 raise TypeError(f"direct parameter use {node.target!r} is not supported")
+            elif on_shared and isinstance(module, (nn.Linear, *_CONVS)) and len(node.args) == 1 and not node.kwargs:
+                env[node] = self._shared_layer(graph, const, [mm[node.target] for mm in mods], node.target,
+                                               env[node.args[0]])
+            elif on_shared and (node.op != "call_module" or _no_state(module)):
+                args = fx.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.map_arg(node.kwargs, lambda n: env[n])
+                if node.op == "call_module":  # stateless: the same node on B rows as on M*B
+                    env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods],
+                                                  node.target, args, kwargs)
+                else:
+                    env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
+                shared.add(env[node])
             else:
-                env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
+                args = fx.map_arg(node.args, lambda n: packed_arg(env[n]))
+                kwargs = fx.map_arg(node.kwargs, lambda n: packed_arg(env[n]))
+                if node.op == "call_module":
+                    env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods], node.target,
+                                                  args, kwargs)
+                else:
+                    env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
         return fx.GraphModule(root, graph)
+
+    def _shared_layer(self, graph: fx.Graph, const, mods: list[nn.Module], name: str, x: fx.Node) -> fx.Node:
+        """The first weighted layer, on the shared input (see :func:`shared_layer`)."""
+        first = mods[0]
+        bias = _stack([m.bias if m.bias is not None else torch.zeros_like(m.weight.flatten(1)[:, 0])
+                       for m in mods]).flatten()
+        if type(first) is nn.Linear:
+            w = const(name + ".w", torch.cat([m.weight.detach() for m in mods]).t().contiguous())
+            return graph.call_function(shared_layer, (x, w, const(name + ".b", bias), self.num_members, None))
+        if first.padding_mode != "zeros" or first.groups != 1 or isinstance(first.padding, str):
+            raise TypeError(f"{name}: only groups=1 convolutions with numeric zero padding are packed")
+        w = const(name + ".w", torch.cat([m.weight.detach() for m in mods]))
+        conv_args = (tuple(first.stride), tuple(first.padding), tuple(first.dilation))
+        return graph.call_function(shared_layer, (x, w, const(name + ".b", bias), self.num_members, conv_args))
 
     def _pack_module(self, graph: fx.Graph, const, root: nn.Module, mods: list[nn.Module], name: str,
                      args: tuple, kwargs: dict) -> fx.Node:
