@@ -233,3 +233,20 @@ def test_packing_rule_picks_the_path_by_batch_and_model(name, kwargs, big_path):
     assert calls == {"graph": 1, "folded": 0}  # small batches: the packed graph
     packed.member_logits(torch.randn(3, 1, 40))
     assert calls[big_path] == 1 + (big_path == "graph")  # convolutional models: folded members
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(2, 1, 1), (1, 0, 1), (1, 2, 2)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_packed_conv_equals_one_convolution_per_member(stride, padding, dilation, batch):
+    import torch.nn.functional as F
+
+    from freetickets.ensembles.packed import packed_conv
+
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(3, 5, generator=g)
+    for conv, x, w in ((F.conv1d, torch.randn(3 * batch, 4, 10, generator=g), torch.randn(3, 5, 4, 3, generator=g)),
+                       (F.conv2d, torch.randn(3 * batch, 4, 9, 7, generator=g), torch.randn(3, 5, 4, 3, 2, generator=g))):
+        nd = x.dim() - 2
+        args = ((stride,) * nd, (padding,) * nd, (dilation,) * nd)
+        ref = torch.cat([conv(x[k * batch:(k + 1) * batch], w[k], b[k], *args) for k in range(3)])
+        assert torch.allclose(packed_conv(x, w, b, *args), ref, atol=1e-5)
