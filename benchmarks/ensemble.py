@@ -114,7 +114,7 @@ def channel_main(args, device) -> None:
 
     shapes = {"mlp": (1, 40), "cnn1d": (1, 40), "wrn-16-8": (3, 32, 32), "wrn-28-10": (3, 32, 32)}
     print("case | batch | dense eager ms | ensemble / dense eager (goal <= 1.0) | ensemble / dense BN-folded "
-          "| FLOPs ensemble / dense | im2col path | per-member path | slim one after another")
+          "| FLOPs ensemble / dense | packed graph forced | folded members forced | slim members one after another, eager")
     for name in args.cases:
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)
@@ -128,8 +128,8 @@ def channel_main(args, device) -> None:
         folded = fuse(dense)
         slims = [s.to(device) for s in slims]
         ens = Ensemble([PackedMembers(slims)])
-        im2col = PackedMembers(slims, small_batch=10**9)
-        per_member = PackedMembers(slims, small_batch=0)
+        im2col = PackedMembers(slims, small_inputs=10**12)
+        per_member = PackedMembers(slims, small_inputs=0)
         for batch in args.batches or [1, 256]:
             x = torch.randn(batch, *shape, generator=gen).to(device)
             with torch.no_grad():

@@ -67,8 +67,8 @@ def test_slim_equals_masked_and_packed_equals_members(name, shape, kwargs):
     with torch.no_grad():
         masked = torch.stack([m(x) for m, _ in built])
         assert _max_rel(torch.stack([s(x) for s in slims]), masked) < 1e-5
-        for small_batch in (0, 64):  # folded members one after another, and the packed graph
-            packed = PackedMembers(slims, small_batch=small_batch)
+        for small_inputs in (0, 10**6):  # folded members one after another, and the packed graph
+            packed = PackedMembers(slims, small_inputs=small_inputs)
             assert packed.path == "packed"
             out = packed.member_logits(x)
             assert out.shape == (3, 11, 10)
@@ -224,7 +224,7 @@ def test_evaluate_reports_the_compact_cost_block(tmp_path):
 @pytest.mark.parametrize("name,kwargs,big_path", [("cnn1d", {"width": 12}, "folded"), ("mlp", {"hidden_sizes": [24]}, "graph")])
 def test_packing_rule_picks_the_path_by_batch_and_model(name, kwargs, big_path):
     slims = [slim_member(*channel_member(name, (1, 40), kwargs, s), (1, 40)) for s in range(2)]
-    packed = PackedMembers(slims, small_batch=2)
+    packed = PackedMembers(slims, small_inputs=80)  # two signals of 40 values
     calls = {"graph": 0, "folded": 0}
     packed.member_logits(torch.randn(3, 1, 40))  # the first call checks both paths
     packed.graph_module.register_forward_hook(lambda *_: calls.__setitem__("graph", calls["graph"] + 1))

@@ -17,11 +17,13 @@ weights differ per member:
   and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
   any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
 
-**Packing rule** (by the batch B of a call): models without convolutions, and any model at
-``B <= small_batch``, run the packed graph: few, larger ops, which wins while per-op overhead
-dominates (for Linear-only models at every batch measured). Larger batches of convolutional
-models run the M BatchNorm-folded slim members one after another: im2col's memory traffic grows with B while each slim
-convolution is then big enough to run at full speed, and grouped convolutions (the fused form's
+**Packing rule** (by the input values of a call, ``B * x[0].numel()``): models without
+convolutions, and convolutional models up to ``small_inputs`` values (320: 8 MNIST-1D
+signals), run the packed graph: few, larger ops, which wins while per-op overhead dominates
+(for Linear-only models at every batch measured). Larger inputs of convolutional models (a
+batch of 16 signals, one 32 x 32 image) run the M BatchNorm-folded slim members one after
+another: im2col's memory traffic grows with the input while each slim convolution is then big
+enough to run at full speed, and grouped convolutions (the fused form's
 way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
 --structure channel`` prints both paths forced).
 
@@ -43,13 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["PackedMembers", "SMALL_BATCH"]
+__all__ = ["PackedMembers", "SMALL_INPUTS"]
 
 logger = logging.getLogger(__name__)
 
-#: Default packing rule: the packed graph up to this batch, the folded members one after
-#: another above it (measured in benchmarks/ensemble.py --structure channel).
-SMALL_BATCH = 8
+#: Default packing rule for convolutional models: the packed graph up to this many input values
+#: per call, the folded members one after another above (benchmarks/ensemble.py --structure channel).
+SMALL_INPUTS = 320
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -145,7 +147,7 @@ class PackedMembers(nn.Module):
     """M members of one architecture as one packed network; a *model form* for :class:`Ensemble`.
 
     members: eval-mode networks with identical structure and parameter shapes (slim tickets of
-    one channel run). small_batch: the packing rule's threshold (see the module docstring).
+    one channel run). small_inputs: the packing rule's threshold (see the module docstring).
     pack: False runs the members one after another (members of different shapes allowed).
     ``member_logits(x)``: ``(B, *input_shape)`` -> logits ``(M, B, C)``; ``path`` is
     ``"packed"``, or ``"sequential"`` after a failed construction or first-call check.
@@ -153,7 +155,7 @@ class PackedMembers(nn.Module):
     (``self.members``) and are what the sequential path and the check run.
     """
 
-    def __init__(self, members: Sequence[nn.Module], *, small_batch: int = SMALL_BATCH, pack: bool = True) -> None:
+    def __init__(self, members: Sequence[nn.Module], *, small_inputs: int = SMALL_INPUTS, pack: bool = True) -> None:
         super().__init__()
         members = list(members)
         if not members:
@@ -165,7 +167,7 @@ class PackedMembers(nn.Module):
                 raise TypeError(f"member {k} differs from member 0 in structure or parameter shapes")
         self.members = nn.ModuleList(members).eval()
         self.num_members = len(members)
-        self.small_batch = int(small_batch)
+        self.small_inputs = int(small_inputs)
         self._checked = False
         self._has_conv = False
         self.graph_module: fx.GraphModule | None = None
@@ -328,7 +330,7 @@ class PackedMembers(nn.Module):
         """The packing rule: the packed graph for small batches, else the folded members."""
         assert self.graph_module is not None
         if small is None:
-            small = not self._has_conv or x.shape[0] <= self.small_batch
+            small = not self._has_conv or x.numel() <= self.small_inputs
         if small:
             return self.graph_module(x)
         return torch.stack([f(x) for f in self.folded])
