@@ -21,12 +21,12 @@ On CUDA the timers synchronise the device, the cases use batch 256 and add ``wrn
 ``--structure channel`` measures slim channel tickets instead (issue 22): M members with the
 channel masks the sparse engine gives at sparsity S (``SparseEngine(structure="channel")``: ERK,
 exact channel counts, residual-joined and logit layers keep their outputs), exported slim and
-run as one packed forward through
-``Ensemble(PackedMembers(...))``. Per case and batch it prints the ensemble's latency over one
+run as one packed forward through ``Ensemble(PackedMembers(...))``. Per case and batch it prints the ensemble's latency over one
 dense model of the architecture run as a user runs it (eager, BatchNorm separate; the goal
 <= 1.0 applies here) and over the same dense model with BatchNorm folded into its convolutions /
-linears (the inference optimisation the packed forward applies), plus both packing paths forced
-(im2col + batched matmul, one convolution per member) and the slim members one after another:
+linears (the inference optimisation the packed forward applies), plus both sides of the packing
+rule forced (the packed graph: im2col + one batched matmul per layer; the BatchNorm-folded slim
+members one after another) and the eager slim members one after another:
 
     python benchmarks/ensemble.py --structure channel --rounds 10 --batches 1 256 --cases mlp cnn1d wrn-16-8
 """

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import math
 from typing import Any, Sequence
 
 import torch
@@ -36,7 +35,7 @@ from torch import nn
 from freetickets.errors import UserError
 from freetickets.sparse.params import SPARSE_MODULE_TYPES
 
-__all__ = ["slim_member", "slim_cost", "random_channel_masks", "logits_layer"]
+__all__ = ["slim_member", "slim_cost", "random_channel_masks", "logits_layer", "pack_tickets"]
 
 logger = logging.getLogger(__name__)
 
@@ -246,12 +245,6 @@ def _zero_random_channels(model, graph, groups, masks, names, channel_density, g
     for mod in model.modules():
         if isinstance(mod, SPARSE_MODULE_TYPES):
             mod.weight.mul_(masks[names[id(mod.weight)]])
-
-
-def weight_density(masks: dict[str, torch.Tensor]) -> float:
-    """Fraction of True entries over all masks (1 - sparsity)."""
-    total = math.fsum(m.numel() for m in masks.values())
-    return math.fsum(int(m.sum()) for m in masks.values()) / total if total else 1.0
 
 
 def pack_tickets(models: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]],
