@@ -59,6 +59,11 @@ def test_evaluate_predict_and_report_run_channel_runs_compact(channel_runs, tmp_
     assert cost["nonzero_params"] == sum(int(m.sum()) for d in masked.masks for m in d.values()) + sum(
         p.numel() for model, d in zip(masked.models, masked.masks) for n, p in model.named_parameters() if n not in d)
 
+    with quiet_cli():
+        assert main(["evaluate", str(run), "--device", "cpu", "--corruptions", "none", "--ood", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "compact    slim params" in text and "packed forward" in text
+
     x = np.random.default_rng(0).standard_normal((5, 1, 40)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     with quiet_cli():

@@ -252,3 +252,11 @@ def test_packed_conv_equals_one_convolution_per_member(stride, padding, dilation
         args = ((stride,) * nd, (padding,) * nd, (dilation,) * nd)
         ref = torch.cat([conv(x[k * batch:(k + 1) * batch], w[k], b[k], *args) for k in range(3)])
         assert torch.allclose(packed_conv(x, w, b, *args), ref, atol=1e-5)
+
+
+def test_compact_refuses_model_forms():
+    from freetickets.ensembles.slim import pack_tickets
+
+    model, masks = channel_member("mlp", (1, 40), {"hidden_sizes": [8]}, 0)
+    with pytest.raises(UserError, match="compact applies to ticket runs"):
+        pack_tickets([model], [masks], {"model_form": {"kind": "mimo", "members": 3}, "input_shape": [1, 40]})
