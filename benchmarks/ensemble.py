@@ -17,6 +17,18 @@ Timings are the minimum over interleaved rounds (robust to other processes on a 
     python benchmarks/ensemble.py [--threads 2] [--rounds 5] [--device cuda] [--batches 1 256]
 
 On CUDA the timers synchronise the device, the cases use batch 256 and add ``wrn-28-10``.
+
+``--structure channel`` measures slim channel tickets instead (issue 22): M members with the
+channel masks the sparse engine gives at sparsity S (``SparseEngine(structure="channel")``: ERK,
+exact channel counts, residual-joined and logit layers keep their outputs), exported slim and
+run as one packed forward through ``Ensemble(PackedMembers(...))``. Per case and batch it prints the ensemble's latency over one
+dense model of the architecture run as a user runs it (eager, BatchNorm separate; the goal
+<= 1.0 applies here) and over the same dense model with BatchNorm folded into its convolutions /
+linears (the inference optimisation the packed forward applies), plus both sides of the packing
+rule forced (the packed graph: im2col + one batched matmul per layer; the BatchNorm-folded slim
+members one after another) and the eager slim members one after another:
+
+    python benchmarks/ensemble.py --structure channel --rounds 10 --batches 1 256 --cases mlp cnn1d wrn-16-8
 """
 from __future__ import annotations
 
@@ -51,6 +63,91 @@ def sparse_member(name, shape, density, gen):
     return model, masks
 
 
+def slim_members(name, shape, members, sparsity, gen):
+    """``members`` slim channel tickets as training makes them: ``SparseEngine(structure="channel")``
+    masks (ERK, exact channel counts; residual-joined and logit layers keep their outputs) with
+    BatchNorm statistics from random batches, exported slim (eval mode)."""
+    from freetickets.ensembles.slim import slim_member
+    from freetickets.sparse import SparseEngine
+
+    out = []
+    for k in range(members):
+        model = create_model(name, num_classes=10, input_shape=shape)
+        engine = SparseEngine(model, None, sparsity=sparsity, structure="channel", seed=k,
+                              example_inputs=torch.zeros(2, *shape))
+        with torch.no_grad():
+            model.train()(torch.randn(16, *shape, generator=gen))
+        out.append(slim_member(model.eval(), engine.masks, shape))
+    return out
+
+
+def time_interleaved(fns, rounds, device, min_s=0.05):
+    """Minimum seconds of one call of each function over ``rounds`` interleaved rounds.
+
+    A round calls a fast function repeatedly for about ``min_s`` seconds, timing every call on
+    its own, so the minimum is a call that no other process interrupted (the shared CPU)."""
+    best = {k: float("inf") for k in fns}
+    with torch.no_grad():
+        for f in fns.values():
+            f()  # warm-up (and the packed form's one-time self-check)
+        for _ in range(rounds):
+            for k, f in fns.items():
+                start = time.perf_counter()
+                while True:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    f()
+                    _sync(device)
+                    t1 = time.perf_counter()
+                    best[k] = min(best[k], t1 - t0)
+                    if t1 - start >= min_s:
+                        break
+    return best
+
+
+def channel_main(args, device) -> None:
+    """The slim channel-ticket latency table (see the module docstring)."""
+    from torch.fx.experimental.optimization import fuse
+
+    from freetickets.ensembles.packed import PackedMembers
+    from freetickets.ensembles.slim import slim_cost
+
+    shapes = {"mlp": (1, 40), "cnn1d": (1, 40), "wrn-16-8": (3, 32, 32), "wrn-28-10": (3, 32, 32)}
+    print("case | batch | dense eager ms | ensemble / dense eager (goal <= 1.0) | ensemble / dense BN-folded "
+          "| FLOPs ensemble / dense | packed graph forced | folded members forced | slim members one after another, eager")
+    for name in args.cases:
+        shape = shapes[name]
+        gen = torch.Generator().manual_seed(0)
+        slims = slim_members(name, shape, args.members, args.sparsity, gen)
+        dense = create_model(name, num_classes=10, input_shape=shape).train()
+        with torch.no_grad():
+            dense(torch.randn(16, *shape, generator=gen))
+        dense = dense.eval()
+        flops = slim_cost(slims, shape)["inference_flops"] / slim_cost([dense], shape)["inference_flops"]
+        dense = dense.to(device)
+        folded = fuse(dense)
+        slims = [s.to(device) for s in slims]
+        ens = Ensemble([PackedMembers(slims)])
+        im2col = PackedMembers(slims, small_inputs=10**12)
+        per_member = PackedMembers(slims, small_inputs=0)
+        for batch in args.batches or [1, 256]:
+            x = torch.randn(batch, *shape, generator=gen).to(device)
+            with torch.no_grad():
+                ref = torch.stack([s(x) for s in slims])
+                diff = (ens.member_logits(x) - ref).abs().max().item()
+            assert ens.form.path == "packed" and diff < 1e-3, (ens.form.path, diff)
+            fns = {"dense": lambda: dense(x), "folded": lambda: folded(x), "ensemble": lambda: ens.member_logits(x),
+                   "im2col": lambda: im2col.member_logits(x), "per_member": lambda: per_member.member_logits(x),
+                   "sequential": lambda: [s(x) for s in slims]}
+            if name.startswith("wrn") and batch > 64:
+                del fns["im2col"]  # its im2col matrices would take gigabytes
+            best = time_interleaved(fns, args.rounds, device)
+            r = {k: f"{v / best['dense']:.2f}" for k, v in best.items()}
+            print(f"{name} | {batch} | {best['dense'] * 1e3:.3f} | {r['ensemble']} | "
+                  f"{best['ensemble'] / best['folded']:.2f} | {flops:.2f} | {r.get('im2col', '—')} | "
+                  f"{r['per_member']} | {r['sequential']}", flush=True)
+
+
 def efficient_forms(name, shape, members):
     """MIMO, BatchEnsemble and MC dropout networks of ``members`` members on model ``name`` (eval mode)."""
     from freetickets.models.efficient import build_form
@@ -74,6 +171,10 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--batches", type=int, nargs="+", help="batch sizes to time (default: each case's)")
+    ap.add_argument("--structure", choices=["unstructured", "channel"], default="unstructured",
+                    help="channel: slim channel tickets in one packed forward (issue 22)")
+    ap.add_argument("--cases", nargs="+", default=["mlp", "cnn1d", "wrn-16-8"],
+                    choices=["mlp", "cnn1d", "wrn-16-8", "wrn-28-10"], help="models of --structure channel")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -82,6 +183,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU threads {args.threads}"
     print(f"torch {torch.__version__}, {where}, M={args.members}, "
           f"sparsity {args.sparsity}, min over {args.rounds} interleaved rounds")
+    if args.structure == "channel":
+        channel_main(args, device)
+        return
     cases = CASES if device.type == "cpu" else [("cnn1d", (1, 40), 1024), ("wrn-16-8", (3, 32, 32), 256),
                                                   ("wrn-28-10", (3, 32, 32), 256)]
     if args.batches:

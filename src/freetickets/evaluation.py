@@ -99,7 +99,11 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
                          input_shape=tuple(manifest["input_shape"]), **(manifest.get("model_kwargs") or {}))
     dense_params = sum(p.numel() for p in dense.parameters())
     nonzero = 0
-    for model, masks in zip(ensemble.models, ensemble.masks):
+    packed = _packed_form(ensemble)
+    # A compact ensemble holds slim members in one packed form; count the tickets' masks on the
+    # architecture they were trained in (the dense model's shapes), as for masked members.
+    members = [dense] * len(ensemble.masks) if packed is not None else ensemble.models
+    for model, masks in zip(members, ensemble.masks):
         for name, p in model.named_parameters():
             nonzero += int(masks[name].sum()) if name in masks else p.numel()
     flops = manifest.get("flops") or {}
@@ -110,7 +114,7 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
     ckpt = sum(ticket_nbytes(run_dir / t["file"]) for t in manifest["tickets"])
     dense_bytes = _dense_checkpoint_bytes(dense)
     tickets = manifest["tickets"]
-    return {
+    block = {
         "members": ensemble.members,
         "sparsity": float(sum(t.get("sparsity", 0.0) for t in tickets) / max(len(tickets), 1)),
         "nonzero_params": nonzero,
@@ -122,6 +126,42 @@ def cost_block(run_dir: Path, manifest: dict[str, Any], ensemble) -> dict[str, A
         "inference_flops_vs_dense": (inf / dense_inf) if inf is not None and dense_inf else None,
         "checkpoint_bytes": ckpt,
         "checkpoint_bytes_vs_dense": ckpt / dense_bytes,
+    }
+    if packed is not None:
+        block["compact"] = compact_cost_block(packed, dense, manifest)
+    return block
+
+
+def _packed_form(ensemble):
+    """The ensemble's packed slim form (``Ensemble.load(..., compact=True)``), else None."""
+    from freetickets.ensembles.packed import PackedMembers
+
+    return ensemble.form if isinstance(ensemble.form, PackedMembers) else None
+
+
+def compact_cost_block(packed, dense: torch.nn.Module, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``cost.compact`` object: what the slim members cost at inference, measured on them.
+
+    FLOPs with ``FlopCounterMode`` on the slim modules and on one dense model of the architecture
+    (one batch-1 forward each, per sample); ``params`` are every slim member's parameters;
+    ``bytes`` the fp32 (their dtype) bytes of those parameters (what the packed forward reads)
+    and ``state_bytes`` of ``torch.save`` of their state dicts (BatchNorm statistics included).
+    """
+    from freetickets.ensembles.slim import slim_cost
+
+    shape = tuple(int(s) for s in manifest["input_shape"])
+    slim = slim_cost(list(packed.members), shape)
+    ref = slim_cost([dense], shape)
+    return {
+        "path": packed.path,
+        "params": slim["params"],
+        "params_vs_dense": slim["params"] / ref["params"],
+        "inference_flops": slim["inference_flops"],
+        "inference_flops_vs_dense": slim["inference_flops"] / ref["inference_flops"] if ref["inference_flops"] else None,
+        "bytes": slim["param_bytes"],
+        "bytes_vs_dense": slim["param_bytes"] / ref["param_bytes"],
+        "state_bytes": slim["state_bytes"],
+        "per_member": slim["per_member"],
     }
 
 
@@ -157,7 +197,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, ood: Seque
     dev = resolve_device(device)
     data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
     data = load_data(manifest["data"], data_dir, num_samples=cfg.get("num_samples"), seed=0, device="cpu")
-    ens = Ensemble.load(run_dir, device=dev, partial=partial)
+    ens = Ensemble.load(run_dir, device=dev, partial=partial, compact="auto")  # channel runs run slim
 
     logits = member_logits_of(ens, data.test.x, batch_size=batch_size, normalize=data.normalize)
     probs = torch.softmax(logits, dim=-1)
@@ -255,6 +295,11 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines.append(f"  cost       non-zero params {c['nonzero_params']:,} ({fmt(c['nonzero_params_vs_dense'])} dense)  "
                  f"train FLOPs {fmt(c['train_flops_vs_dense'])}  inference FLOPs {fmt(c['inference_flops_vs_dense'])}  "
                  f"tickets {c['checkpoint_bytes']:,} B ({fmt(c['checkpoint_bytes_vs_dense'])})")
+    if c.get("compact"):
+        k = c["compact"]
+        lines.append(f"  compact    slim params {k['params']:,} ({fmt(k['params_vs_dense'])} dense)  inference FLOPs "
+                     f"{k['inference_flops']:,} ({fmt(k['inference_flops_vs_dense'])})  bytes {k['bytes']:,} "
+                     f"({fmt(k['bytes_vs_dense'])}), {k['path']} forward")
     return "\n".join(lines)
 
 

@@ -124,11 +124,12 @@ class Ensemble:
             raise ValueError("models: need at least one member, got an empty list")
         if batched not in (True, False, "auto"):
             raise ValueError(f"batched: expected True, False or 'auto', got {batched!r}")
-        if masks is not None and len(masks) != len(models):
-            raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
         forms = [m for m in models if _is_form(m)]
         if forms and len(models) != 1:
             raise ValueError("models: a model form (MIMO, BatchEnsemble, MC dropout) holds all members; pass it alone")
+        # A form may carry one mask dict per member it holds (packed slim tickets).
+        if masks is not None and len(masks) != len(models) and not (forms and len(masks) == forms[0].num_members):
+            raise ValueError(f"masks: expected {len(models)} mask dicts, got {len(masks)}")
         #: the one network holding every member (MIMO, BatchEnsemble, MC dropout), else None
         self.form: nn.Module | None = forms[0] if forms else None
         if self.form is not None:
@@ -141,6 +142,9 @@ class Ensemble:
         self._checked = False  # batched path verified against the sequential one
         for m in self.models:
             m.eval()
+        # The parameter whose device and dtype inputs take (looked up once: walking a deep
+        # module tree costs microseconds per call; .to() keeps Parameter objects, moving data).
+        self._reference: torch.Tensor | None = next(iter(self.models[0].parameters()), None)
         self._path = "sequential"
         if self._wants_batched():
             self._build("fused")
@@ -153,6 +157,7 @@ class Ensemble:
         device: str | torch.device = "cpu",
         batched: Batched = "auto",
         partial: bool = False,
+        compact: bool | Literal["auto"] = False,
     ) -> "Ensemble":
         """Build the ensemble of a completed run directory.
 
@@ -162,6 +167,13 @@ class Ensemble:
         The manifest is kept as ``ensemble.manifest``. A run that a live ``freetickets train``
         still writes (its lock is held) is refused too; ``partial=True`` loads the tickets the
         manifest lists so far instead (of a running or interrupted run).
+
+        ``compact``: ``True`` exports every member as its slim network (removed channels cut
+        out physically, :mod:`freetickets.ensembles.slim`) and runs them as one packed forward
+        (:class:`~freetickets.ensembles.packed.PackedMembers`, the ensemble's ``form``; the
+        ticket masks stay in ``masks``); ``"auto"`` does so for runs whose manifest says
+        ``structure: "channel"``; ``False`` (default) loads the masked members as they were
+        trained. Both forms compute the same probabilities up to fp32 rounding.
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -208,6 +220,12 @@ class Ensemble:
                 raise UserError(f"{ticket_path}: {exc}") from None
             models.append(model.to(device))
             masks.append({k: v.to(device) for k, v in ticket.masks.items()})
+        if compact == "auto":
+            compact = manifest.get("structure") == "channel"
+        if compact:
+            from freetickets.ensembles.slim import pack_tickets
+
+            models = [pack_tickets(models, masks, manifest)]
         ens = cls(models, batched=batched, masks=masks)
         ens.manifest = manifest
         return ens
@@ -246,6 +264,7 @@ class Ensemble:
         """Move every member (and masks) to ``device``; returns ``self``."""
         for m in self.models:
             m.to(device)
+        self._reference = next(iter(self.models[0].parameters()), None)  # in case .to() swapped it
         self.masks = [{k: v.to(device) for k, v in d.items()} for d in self.masks]
         if self._path != "sequential":
             self._build(self._path)  # module.to() re-created the tensors; join them again
@@ -335,7 +354,7 @@ class Ensemble:
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
-        ref = next(iter(self.models[0].parameters()), None)
+        ref = self._reference
         if ref is not None:
             dtype = ref.dtype if (x.is_floating_point() and ref.is_floating_point()) else x.dtype
             x = x.to(device=ref.device, dtype=dtype)

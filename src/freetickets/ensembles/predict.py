@@ -93,7 +93,7 @@ def predict_file(
     if suffix not in (".npz", ".csv"):
         raise UserError(f"output: unsupported suffix {output_path.suffix!r}; use .npz or .csv")
 
-    ens = Ensemble.load(run_dir, device=device, partial=partial)
+    ens = Ensemble.load(run_dir, device=device, partial=partial, compact="auto")  # channel runs run slim
     manifest = ens.manifest or {}
     inputs = prepare_inputs(load_inputs(input_path), manifest, normalized=normalized, what=str(input_path))
 

@@ -1,0 +1,355 @@
+"""One packed forward over M members of one architecture (slim channel tickets).
+
+:class:`PackedMembers` runs M same-architecture members as one network whose activations are
+``(M * B, ...)``: the members' batches stacked member-major along the batch dimension. Every
+op that treats rows independently (activations, pooling, flatten, residual additions, reshapes
+that keep the first dimension) then runs once for all members unchanged; only the layers with
+weights differ per member:
+
+* **Linear** ``(M*B, F) -> (M*B, O)``: one ``baddbmm`` over the stacked weights ``(M, F, O)``.
+* **Conv1d/Conv2d** (``groups=1``, zero padding): one ``unfold`` (im2col) and one ``baddbmm``
+  over the stacked weights ``(M, O, C*k)``; at B = 1 the im2col matrix is already in the layout
+  the matmul needs (no copy).
+* The **first weighted layer** sees the input every member shares, so it runs as one ordinary
+  Linear / Conv with the members' output channels concatenated; ops before it run once on the
+  un-replicated input.
+* **BatchNorm** directly after a Conv/Linear (its only user) is folded into that layer's weights
+  and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
+  any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
+
+**Packing rule** (by the input values of a call, ``B * x[0].numel()``): models without
+convolutions, and convolutional models up to ``small_inputs`` values (320: 8 MNIST-1D
+signals), run the packed graph: few, larger ops, which wins while per-op overhead dominates
+(for Linear-only models at every batch measured). Larger inputs of convolutional models (a
+batch of 16 signals, one 32 x 32 image) run the M BatchNorm-folded slim members one after
+another: im2col's memory traffic grows with the input while each slim convolution is then big
+enough to run at full speed, and grouped convolutions (the fused form's
+way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
+--structure channel`` prints both paths forced).
+
+The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
+stacked per layer. A model that FX cannot trace, or with any other module holding parameters
+or buffers, raises ``TypeError`` at construction (callers then run the members one after
+another). Forward code that mixes rows (e.g. ``x.view(B, ...)`` with a hard-coded B) cannot be
+detected from the graph, so the first call compares the packed logits with the members run one
+after another and falls back for good (logged) if they differ.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+__all__ = ["PackedMembers", "SMALL_INPUTS"]
+
+logger = logging.getLogger(__name__)
+
+#: Default packing rule for convolutional models: the packed graph up to this many input values
+#: per call, the folded members one after another above (benchmarks/ensemble.py --structure channel).
+SMALL_INPUTS = 320
+
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_CHECK_TOL = 1e-4  # relative to the largest logit magnitude, as Ensemble's batched-path check
+
+
+def packed_linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """M Linear maps on member-stacked rows: ``x`` (M*B, F), ``weight_t`` (M, F, O), ``bias`` (M, 1, O)."""
+    m = weight_t.shape[0]
+    out = torch.baddbmm(bias, x.reshape(m, -1, x.shape[-1]), weight_t)
+    return out.reshape(-1, out.shape[-1])
+
+
+def packed_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-member channel affine map (an eval-mode BatchNorm): ``x`` (M*B, C, ...), ``scale``/``shift`` (M, C)."""
+    m, c = scale.shape
+    view = x.reshape(m, -1, *x.shape[1:])
+    shape = (m, 1, c) + (1,) * (x.dim() - 2)
+    return torch.addcmul(shift.reshape(shape), view, scale.reshape(shape)).reshape(x.shape)
+
+
+def packed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, ...],
+                padding: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
+    """M convolutions (groups 1) on member-stacked rows ``x`` (M*B, C, *spatial) by im2col + one
+    ``baddbmm``; ``weight`` (M, O, C, *k), ``bias`` (M, O).
+
+    The im2col matrix ``(M, C*k, B*L)`` comes from ``Tensor.unfold`` views of the padded input
+    and one copy (aten's ``im2col`` kernel, behind ``F.unfold``, measured about 1.7x slower
+    for these small maps); dilated convolutions use ``F.unfold``.
+    """
+    m, o = weight.shape[:2]
+    b, c, spatial = x.shape[0] // m, x.shape[1], x.shape[2:]
+    kernel = weight.shape[3:]
+    nd = len(kernel)
+    if any(d != 1 for d in dilation):
+        cols = F.unfold(x if nd == 2 else x.unsqueeze(2), tuple(kernel) if nd == 2 else (1, kernel[0]),
+                        dilation=dilation if nd == 2 else (1, dilation[0]),
+                        padding=padding if nd == 2 else (0, padding[0]),
+                        stride=stride if nd == 2 else (1, stride[0]))  # (M*B, C*k, L)
+        out_sp = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+                  for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
+        cols = cols.reshape(m, b, cols.shape[1], -1).transpose(1, 2).reshape(m, cols.shape[1], -1)
+    else:
+        pads = [p for pad in reversed(padding) for p in (pad, pad)]
+        v = F.pad(x, pads) if any(padding) else x
+        for d, (k, s) in enumerate(zip(kernel, stride)):
+            v = v.unfold(2 + d, k, s)  # (M*B, C, *out_spatial, *k) after the loop
+        out_sp = list(v.shape[2:2 + nd])
+        v = v.reshape(m, b, c, *out_sp, *kernel)
+        # (M, C, *k, B, *out_spatial): rows ordered like the weight's (C, *k)
+        order = [0, 2, *range(3 + nd, 3 + 2 * nd), 1, *range(3, 3 + nd)]
+        cols = v.permute(order).reshape(m, c * math.prod(kernel), -1)
+    out = torch.baddbmm(bias.unsqueeze(-1), weight.reshape(m, o, -1), cols)  # (M, O, B*L)
+    if b == 1:
+        return out.reshape(m, o, *out_sp)
+    return out.reshape(m, o, b, *out_sp).transpose(1, 2).reshape(m * b, o, *out_sp)
+
+
+def shared_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, members: int,
+                 conv_args: tuple | None) -> torch.Tensor:
+    """The first weighted layer on the input every member shares: one ordinary Linear / Conv
+    with the members' output channels concatenated (``weight`` (M*O, ...), ``bias`` (M*O,)),
+    ``(B, ...) -> (M*B, O, ...)`` member-major (a view at B = 1)."""
+    if conv_args is None:
+        out = torch.addmm(bias, x, weight)  # weight (F, M*O)
+    else:
+        out = (F.conv1d if x.dim() == 3 else F.conv2d)(x, weight, bias, *conv_args)
+    b, rest = out.shape[0], out.shape[2:]
+    return out.reshape(b, members, -1, *rest).transpose(0, 1).reshape(members * b, -1, *rest)
+
+
+def replicate(x: torch.Tensor, members: int) -> torch.Tensor:
+    """The input ``(B, ...)`` for every member: ``(M*B, ...)``, member-major."""
+    return x.repeat(members, *([1] * (x.dim() - 1)))
+
+
+def unstack(out: torch.Tensor, members: int) -> torch.Tensor:
+    """Member-stacked logits ``(M*B, C)`` -> ``(M, B, C)``."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returns a {type(out).__name__}, not a logits tensor")
+    return out.reshape(members, -1, *out.shape[1:])
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach() for t in tensors])
+
+
+def _no_state(module: nn.Module) -> bool:
+    return not any(True for _ in module.parameters()) and not any(True for _ in module.buffers())
+
+
+class PackedMembers(nn.Module):
+    """M members of one architecture as one packed network; a *model form* for :class:`Ensemble`.
+
+    members: eval-mode networks with identical structure and parameter shapes (slim tickets of
+    one channel run). small_inputs: the packing rule's threshold (see the module docstring).
+    pack: False runs the members one after another (members of different shapes allowed).
+    ``member_logits(x)``: ``(B, *input_shape)`` -> logits ``(M, B, C)``; ``path`` is
+    ``"packed"``, or ``"sequential"`` after a failed construction or first-call check.
+    Raises ``TypeError`` when the members differ in structure or shapes. The members are kept
+    (``self.members``) and are what the sequential path and the check run.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], *, small_inputs: int = SMALL_INPUTS, pack: bool = True) -> None:
+        super().__init__()
+        members = list(members)
+        if not members:
+            raise ValueError("members: need at least one member")
+        first = members[0]
+        shapes = [{n: tuple(t.shape) for n, t in m.state_dict().items()} for m in members]
+        for k, (m, s) in enumerate(zip(members[1:], shapes[1:]), 1):
+            if pack and (type(m) is not type(first) or s != shapes[0]):
+                raise TypeError(f"member {k} differs from member 0 in structure or parameter shapes")
+        self.members = nn.ModuleList(members).eval()
+        self.num_members = len(members)
+        self.small_inputs = int(small_inputs)
+        self._checked = False
+        self._has_conv = False
+        self.graph_module: fx.GraphModule | None = None
+        self.folded = nn.ModuleList()  # the BatchNorm-folded members (large batches)
+        self.path = "sequential"
+        if not pack:
+            return
+        try:
+            from torch.fx.experimental.optimization import fuse
+
+            folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
+            self.graph_module = self._pack(folded)
+            self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
+            self.folded = nn.ModuleList(folded)
+            self.path = "packed"
+        except Exception as exc:
+            logger.info("PackedMembers: no packed form (%s: %s); members run one after another",
+                        type(exc).__name__, exc)
+
+    # ------------------------------------------------------------------ construction
+    def _pack(self, folded: list[fx.GraphModule]) -> fx.GraphModule:
+        mods = [dict(g.named_modules()) for g in folded]
+        root = nn.Module()
+        graph = fx.Graph()
+        env: dict[fx.Node, Any] = {}
+        count = 0
+
+        def const(name: str, value: torch.Tensor) -> fx.Node:
+            nonlocal count
+            count += 1
+            attr = f"{name.replace('.', '_')}_{count}"
+            root.register_buffer(attr, value)
+            return graph.get_attr(attr)
+
+        # Nodes that still hold the input all members share (B rows, not yet replicated): ops on
+        # it run once, and the first weighted layer runs as one ordinary layer (shared_layer).
+        shared: set[fx.Node] = set()
+        replicated: dict[fx.Node, fx.Node] = {}
+
+        def packed_arg(n: fx.Node) -> fx.Node:
+            if n not in shared:
+                return n
+            if n not in replicated:
+                replicated[n] = graph.call_function(replicate, (n, self.num_members))
+            return replicated[n]
+
+        for node in folded[0].graph.nodes:
+            inputs = [env[n] for n in node.all_input_nodes]
+            on_shared = bool(inputs) and all(n in shared for n in inputs)
+            module = mods[0].get(node.target) if node.op == "call_module" else None
+            if node.op == "placeholder":
+                if env:
+                    raise TypeError("members with more than one input are not supported")
+                env[node] = graph.placeholder(node.name)
+                shared.add(env[node])
+            elif node.op == "output":
+                graph.output(graph.call_function(unstack, (packed_arg(env[node.args[0]]), self.num_members)))
+            elif node.op == "get_attr":
+                raise TypeError(f"direct parameter use {node.target!r} is not supported")
+            elif on_shared and isinstance(module, (nn.Linear, *_CONVS)) and len(node.args) == 1 and not node.kwargs:
+                env[node] = self._shared_layer(graph, const, [mm[node.target] for mm in mods], node.target,
+                                               env[node.args[0]])
+            elif on_shared and (node.op != "call_module" or _no_state(module)):
+                args = fx.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.map_arg(node.kwargs, lambda n: env[n])
+                if node.op == "call_module":  # stateless: the same node on B rows as on M*B
+                    env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods],
+                                                  node.target, args, kwargs)
+                else:
+                    env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
+                shared.add(env[node])
+            else:
+                args = fx.map_arg(node.args, lambda n: packed_arg(env[n]))
+                kwargs = fx.map_arg(node.kwargs, lambda n: packed_arg(env[n]))
+                if node.op == "call_module":
+                    env[node] = self._pack_module(graph, const, root, [mm[node.target] for mm in mods], node.target,
+                                                  args, kwargs)
+                else:
+                    env[node] = graph.create_node(node.op, node.target, args, kwargs, node.name)
+        return fx.GraphModule(root, graph)
+
+    def _shared_layer(self, graph: fx.Graph, const, mods: list[nn.Module], name: str, x: fx.Node) -> fx.Node:
+        """The first weighted layer, on the shared input (see :func:`shared_layer`)."""
+        first = mods[0]
+        bias = _stack([m.bias if m.bias is not None else torch.zeros_like(m.weight.flatten(1)[:, 0])
+                       for m in mods]).flatten()
+        if type(first) is nn.Linear:
+            w = const(name + ".w", torch.cat([m.weight.detach() for m in mods]).t().contiguous())
+            return graph.call_function(shared_layer, (x, w, const(name + ".b", bias), self.num_members, None))
+        if first.padding_mode != "zeros" or first.groups != 1 or isinstance(first.padding, str):
+            raise TypeError(f"{name}: only groups=1 convolutions with numeric zero padding are packed")
+        w = const(name + ".w", torch.cat([m.weight.detach() for m in mods]))
+        conv_args = (tuple(first.stride), tuple(first.padding), tuple(first.dilation))
+        return graph.call_function(shared_layer, (x, w, const(name + ".b", bias), self.num_members, conv_args))
+
+    def _pack_module(self, graph: fx.Graph, const, root: nn.Module, mods: list[nn.Module], name: str,
+                     args: tuple, kwargs: dict) -> fx.Node:
+        """The packed node(s) for call_module ``name`` (the members' folded modules ``mods``)."""
+        first = mods[0]
+        if type(first) is nn.Linear:
+            w = const(name + ".w", _stack([m.weight.t() for m in mods]))
+            bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in mods]
+            b = const(name + ".b", _stack(bias).unsqueeze(1))
+            return graph.call_function(packed_linear, (args[0], w, b))
+        if isinstance(first, _CONVS):
+            if first.groups != 1 or first.padding_mode != "zeros" or isinstance(first.padding, str):
+                raise TypeError(f"{name}: only groups=1 convolutions with numeric zero padding are packed")
+            w = const(name + ".w", _stack([m.weight for m in mods]))
+            bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0].flatten(1)[:, 0])
+                    for m in mods]
+            b = const(name + ".b", _stack(bias))
+            return graph.call_function(packed_conv, (args[0], w, b, tuple(first.stride), tuple(first.padding),
+                                                     tuple(first.dilation)))
+        if isinstance(first, _NORMS) and first.track_running_stats:
+            scale, shift = [], []
+            for m in mods:
+                inv = torch.rsqrt(m.running_var + m.eps)
+                weight = m.weight if m.affine else torch.ones_like(inv)
+                s = weight * inv
+                scale.append(s)
+                shift.append((m.bias if m.affine else torch.zeros_like(inv)) - m.running_mean * s)
+            return graph.call_function(packed_affine, (args[0], const(name + ".s", _stack(scale)),
+                                                       const(name + ".t", _stack(shift))))
+        if isinstance(first, nn.ReLU):
+            return graph.call_function(torch.relu, (args[0],))
+        if isinstance(first, nn.Flatten):
+            return graph.call_function(torch.flatten, (args[0], first.start_dim, first.end_dim))
+        if isinstance(first, nn.Dropout):  # eval mode: the identity
+            return args[0]
+        if _no_state(first):  # pooling, activations, ...: one call for all members' rows
+            attr = name.replace(".", "_")
+            root.add_module(attr, copy.deepcopy(first))
+            return graph.call_module(attr, args, kwargs)
+        raise TypeError(f"{name}: {type(first).__name__} holds parameters or buffers and has no packed form")
+
+    # ------------------------------------------------------------------ forward
+    def _sequential(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members])
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, C)`` of inputs ``(B, *input_shape)`` (computed without autograd)."""
+        if torch.is_grad_enabled():  # checked rather than always entering no_grad: ~1 us at batch 1
+            with torch.no_grad():
+                return self.member_logits(x)
+        if self.graph_module is None:
+            return self._sequential(x)
+        try:
+            out = self._packed(x)
+        except Exception as exc:
+            self._sequential(x)  # a bad input raises here
+            return self._fall_back(f"packed forward failed: {type(exc).__name__}: {exc}", x)
+        if not self._checked:
+            why = self._check(x[: min(4, x.shape[0])])
+            if why is not None:
+                return self._fall_back(why, x)
+            self._checked = True
+        return out
+
+    def _packed(self, x: torch.Tensor, small: bool | None = None) -> torch.Tensor:
+        """The packing rule: the packed graph for small batches, else the folded members."""
+        assert self.graph_module is not None
+        if small is None:
+            small = not self._has_conv or x.numel() <= self.small_inputs
+        if small:
+            return self.graph_module(x)
+        return torch.stack([f(x) for f in self.folded])
+
+    def _check(self, probe: torch.Tensor) -> str | None:
+        """None when both packed paths reproduce the members on ``probe``, else why not."""
+        ref = self._sequential(probe)
+        for small in (True, False):
+            got = self._packed(probe, small)
+            diff = (got.float() - ref.float()).abs().max().item() if got.shape == ref.shape else float("nan")
+            if not diff <= _CHECK_TOL * max(1.0, ref.abs().max().item()):
+                return f"packed output differs from the members' (max {diff:.3g})"
+        return None
+
+    def _fall_back(self, why: str, x: torch.Tensor) -> torch.Tensor:
+        logger.warning("PackedMembers: running the members one after another (%s)", why)
+        self.graph_module, self.folded, self.path = None, nn.ModuleList(), "sequential"
+        return self._sequential(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`member_logits`."""
+        return self.member_logits(x)
