@@ -56,13 +56,13 @@ class Mutation:
 
 MUTATIONS: list[Mutation] = [
     # ---- learning-rate plans and the training step
-    Mutation("multistep_lr returns the base rate", "train/schedules.py",
+    Mutation("multistep_lr returns the base rate", "epoch_plans.py",
              "return base_lr * gamma**passed", "return base_lr", (T_KNOWN,)),
-    Mutation("multistep milestone off by one epoch", "train/schedules.py",
+    Mutation("multistep milestone off by one epoch", "epoch_plans.py",
              "if epoch >= milestone_epoch(f, epochs))", "if epoch > milestone_epoch(f, epochs))", (T_KNOWN,)),
-    Mutation("cosine_lr shifted by one epoch", "train/schedules.py",
+    Mutation("cosine_lr shifted by one epoch", "epoch_plans.py",
              "math.cos(math.pi * epoch / epochs)", "math.cos(math.pi * (epoch + 1) / epochs)", (T_KNOWN,)),
-    Mutation("warm-up factor starts at 0", "train/schedules.py",
+    Mutation("warm-up factor starts at 0", "epoch_plans.py",
              "return (step + 1) / warmup_steps", "return step / warmup_steps", (T_KNOWN,)),
     Mutation("warm-up made a no-op in the loop", "train/runner.py",
              "lr = spec.lr * warmup_factor(st.global_step, warmup_steps)", "lr = spec.lr", (T_KNOWN,)),

@@ -20,7 +20,7 @@ import torch
 
 from freetickets.errors import UserError
 from freetickets.train import train
-from freetickets.train.schedules import cosine_lr, multistep_lr, standard_plan, warmup_factor
+from freetickets.epoch_plans import cosine_lr, multistep_lr, standard_plan, warmup_factor
 
 from _train_helpers import read_manifest, read_metrics, tiny_config
 

@@ -9,7 +9,7 @@ from freetickets.errors import UserError
 from freetickets.methods import get_recipe
 from freetickets.train import train
 from freetickets.train.config import check_model, list_presets, load_yaml, resolve, validate, TrainConfig
-from freetickets.train.sparse_options import engine_options
+from freetickets.sparse.run_options import engine_options
 
 from _train_helpers import tiny_config
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from freetickets.train.schedules import EpochSpec
+from freetickets.epoch_plans import EpochSpec
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def sparse_engine(setup: EngineSetup, *, update_interval: int | None, masks=None
     schedule otherwise anneals to the job's last step.
     """
     from freetickets.sparse import SparseEngine
-    from freetickets.train.sparse_options import engine_options
+    from freetickets.sparse.run_options import engine_options
 
     cfg = setup.cfg
     end_step = None
@@ -119,8 +119,12 @@ class Recipe:
         """The seeds of the run's members: member k trains with ``seed + k``."""
         return [seed + k for k in range(members)]
 
-    def check_sources(self, cfg) -> dict | None:
-        """Check the finished run this run starts from (``--from``); return its manifest, or None."""
+    def check_sources(self, cfg, read_manifest: Callable[[str], dict]) -> dict | None:
+        """Check the finished run this run starts from (``--from``); return its manifest, or None.
+
+        ``read_manifest(run_dir)`` is the loop's reader of a completed run's manifest (a one-line
+        :class:`~freetickets.errors.UserError` otherwise): the loop passes it so that a recipe never
+        imports the training package."""
         return None
 
     def make_engine(self, setup: EngineSetup):

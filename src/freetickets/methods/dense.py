@@ -6,7 +6,7 @@ validation epoch. A deep ensemble costs M dense trainings and M dense forwards.
 from __future__ import annotations
 
 from freetickets.methods.base import Job, Recipe, member_ids
-from freetickets.train.schedules import standard_plan
+from freetickets.epoch_plans import standard_plan
 
 
 class Dense(Recipe):

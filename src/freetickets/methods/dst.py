@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from freetickets.errors import UserError
 from freetickets.methods.base import EngineSetup, Job, Recipe, member_ids, sparse_engine
-from freetickets.train.schedules import standard_plan
+from freetickets.epoch_plans import standard_plan
 
 
 class DSTEnsemble(Recipe):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from freetickets.errors import UserError
 from freetickets.methods.base import EngineSetup, Job, Recipe, sparse_engine
-from freetickets.train.schedules import EpochSpec
+from freetickets.epoch_plans import EpochSpec
 
 
 def edst_plan(cfg) -> list[EpochSpec]:

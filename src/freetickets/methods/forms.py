@@ -21,7 +21,7 @@ from torch import nn
 
 from freetickets.errors import UserError
 from freetickets.methods.base import Job, Recipe
-from freetickets.train.schedules import standard_plan
+from freetickets.epoch_plans import standard_plan
 
 
 def ensemble_log_probs(member_logits: torch.Tensor) -> torch.Tensor:

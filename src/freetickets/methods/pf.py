@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from freetickets.errors import UserError
 from freetickets.methods.base import EngineSetup, Job, Recipe, member_ids, sparse_engine
-from freetickets.train.schedules import EpochSpec, standard_plan
+from freetickets.epoch_plans import EpochSpec, standard_plan
 
 
 def finetune_plan(cfg) -> list[EpochSpec]:
@@ -29,14 +29,12 @@ class PFEnsemble(Recipe):
             jobs.append(Job("finetune", k, cfg.seed + k, finetune_plan(cfg), warmup=False))
         return jobs
 
-    def check_sources(self, cfg) -> dict | None:
+    def check_sources(self, cfg, read_manifest) -> dict | None:
         """The manifest of the ``--from`` run of dense parents (None: PF trains its own parents)."""
         if cfg.from_run is None:
             return None
-        from freetickets.train.rundir import load_complete_manifest
-
         try:
-            m = load_complete_manifest(cfg.from_run)
+            m = read_manifest(cfg.from_run)
         except UserError as exc:  # name the flag: the message alone does not say which path is wrong
             raise UserError(f"--from: {exc}") from None
         if m.get("method") not in ("deep", "dense"):
@@ -54,13 +52,13 @@ class PFEnsemble(Recipe):
         if setup.job.kind == "parent":
             return None
         from freetickets.sparse import global_magnitude_masks
-        from freetickets.train.sparse_options import selected_parameters
+        from freetickets.sparse.run_options import selected_parameters
 
         setup.load_parent(setup.model)
         named = selected_parameters(setup.cfg, setup.model)
         if setup.cfg.structure == "channel":  # the parent's strongest channels, per-layer counts of the distribution
             from freetickets.sparse.channels import magnitude_channel_masks
-            from freetickets.train.sparse_options import example_inputs
+            from freetickets.sparse.run_options import example_inputs
 
             masks = magnitude_channel_masks(setup.model, named, setup.cfg.sparsity, setup.cfg.distribution,
                                             example_inputs(setup.model, setup.input_shape))

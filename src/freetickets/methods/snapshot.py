@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from freetickets.errors import UserError
 from freetickets.methods.base import Job, Recipe
-from freetickets.train.schedules import EpochSpec, cosine_lr
+from freetickets.epoch_plans import EpochSpec, cosine_lr
 
 
 def snapshot_plan(cfg) -> list[EpochSpec]:

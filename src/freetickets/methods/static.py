@@ -6,7 +6,7 @@ ignored), so the only difference from the DST ensemble is the absence of prune-a
 from __future__ import annotations
 
 from freetickets.methods.base import EngineSetup, Job, Recipe, member_ids, sparse_engine
-from freetickets.train.schedules import standard_plan
+from freetickets.epoch_plans import standard_plan
 
 
 class StaticEnsemble(Recipe):

@@ -1,8 +1,9 @@
 """Training: configuration, the loop shared by every method, checkpoints, distributed helpers.
 
-The loop (``Trainer``, ``train``) is imported on first use, so that the recipes in
-:mod:`freetickets.methods`, which the loop imports, can use :mod:`freetickets.train.schedules`
-without an import cycle.
+The loop (``Trainer``, ``train``) is imported on first use (importing the configuration alone stays
+cheap). Direction of imports: the loop imports the recipes (:mod:`freetickets.methods`); a recipe
+imports only the building blocks below both (:mod:`freetickets.epoch_plans`, ``sparse/``,
+``models/``, ``ensembles/``, ``flops/``), never this package (tests/methods/test_import_direction.py).
 """
 from typing import Any
 

@@ -351,7 +351,7 @@ def check_model(cfg: TrainConfig) -> None:
         raise UserError(f"--model: cannot build {cfg.model!r} with model_kwargs {cfg.model_kwargs} for "
                         f"{cfg.data}: {first}{default_data_hint(cfg.data)}") from None
     if cfg.is_sparse and (cfg.include or cfg.exclude):
-        from freetickets.train.sparse_options import selected_parameters
+        from freetickets.sparse.run_options import selected_parameters
 
         try:
             selected_parameters(cfg, model)

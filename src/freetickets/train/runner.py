@@ -3,7 +3,7 @@
 A run is a list of *jobs* (:class:`~freetickets.methods.base.Job`) that the method's recipe
 (:mod:`freetickets.methods`) plans: one per member for dense, deep, DST and static runs; a single
 job that yields M tickets for EDST; a dense parent job plus a fine-tuning job per member for PF.
-Each job follows an epoch plan (:mod:`freetickets.train.schedules`). The loop holds the
+Each job follows an epoch plan (:mod:`freetickets.epoch_plans`). The loop holds the
 mechanics only; what differs between methods is asked of the recipe. The loop checkpoints
 atomically after every epoch (and optionally every N steps), so a run killed anywhere resumes
 exactly: data order and augmentation are functions of (seed, epoch, batch), and every other
@@ -31,8 +31,8 @@ from freetickets.train.distributed import (DistInfo, all_reduce_sum, barrier, br
 from freetickets.train.preempt import RunGuard
 from freetickets.train.job_state import JobState, new_sums
 from freetickets.train.loaders import TrainBatches, evaluate_sharded, split_size, steps_per_epoch
-from freetickets.train.rundir import RunDir, mark_chance_tickets, new_manifest
-from freetickets.train.schedules import EpochSpec, warmup_factor
+from freetickets.train.rundir import RunDir, load_complete_manifest, mark_chance_tickets, new_manifest
+from freetickets.epoch_plans import EpochSpec, warmup_factor
 from freetickets.train.trajectories import TrajectoryRecorder
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Trainer:
         # set's shape) and the runs a recipe starts from (PF's parents).
         resolve_device(self.cfg.device)
         check_model(self.cfg)
-        get_recipe(self.cfg.method).check_sources(self.cfg)
+        get_recipe(self.cfg.method).check_sources(self.cfg, load_complete_manifest)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> RunContext:
@@ -128,7 +128,7 @@ class Trainer:
         if form_cost is not None:  # one network holding M members: its own measured costs
             ctx.train_layer_flops = LayerFlops(per_layer={}, other=form_cost[0])
             ctx.form_inference_flops = form_cost[1]
-        ctx.state["source_manifest"] = get_recipe(cfg.method).check_sources(cfg)
+        ctx.state["source_manifest"] = get_recipe(cfg.method).check_sources(cfg, load_complete_manifest)
         return ctx
 
     # ------------------------------------------------------------------ main

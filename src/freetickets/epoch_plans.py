@@ -6,12 +6,9 @@ and its learning rate; the training loop only reads it. Warm-up is per optimizer
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from freetickets.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def standard_plan(cfg: TrainConfig, epochs: int | None = None) -> list[EpochSpec]:
+def standard_plan(cfg: Any, epochs: int | None = None) -> list[EpochSpec]:
     """The one-phase plan of a member trained from scratch (dense, deep, dst, static, PF parents): ``cfg.lr_schedule``."""
     epochs = cfg.epochs if epochs is None else epochs
     out = []
