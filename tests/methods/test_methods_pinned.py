@@ -1,0 +1,106 @@
+"""Known answers for the recipes' plans: EDST's learning-rate split, PF's fine-tuning rate, the
+snapshot cycles, member seeds, and the step at which a job's topology updates end.
+
+Plans are pure functions of the config, so these run without training.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from freetickets.methods import get_recipe
+from freetickets.methods.base import EngineSetup, Job, sparse_engine
+from freetickets.methods.edst import edst_plan
+from freetickets.methods.pf import finetune_plan
+from freetickets.methods.snapshot import snapshot_plan
+from freetickets.train.config import TrainConfig
+
+
+def _lrs(plan) -> list[float]:
+    return [s.lr for s in plan]
+
+
+@pytest.mark.parametrize("length, first_half", [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3)])
+def test_edst_phase_of_any_length_splits_at_its_midpoint(length, first_half):
+    """A refinement phase of L epochs runs ceil(L / 2) epochs at the first factor and the rest
+    at the second: for odd L the middle epoch belongs to the FIRST half (i < L / 2)."""
+    cfg = TrainConfig(method="edst", epochs=length, explore_epochs=0, members=1, lr=1.0,
+                      refine_lr_factors=[0.5, 0.25])
+    plan = edst_plan(cfg)
+    assert _lrs(plan) == [0.5] * first_half + [0.25] * (length - first_half)
+    assert [(s.phase_start, s.phase_end) for s in plan] == [(i == 0, i == length - 1) for i in range(length)]
+
+
+def test_edst_plan_with_an_odd_last_phase():
+    """1 exploration + 2 x 3 refinement epochs + 1 left over for the last phase (4 epochs)."""
+    cfg = TrainConfig(method="edst", epochs=12, explore_epochs=1, members=3, lr=0.2,
+                      refine_lr_factors=[0.5, 0.25])
+    plan = edst_plan(cfg)
+    assert [s.epoch for s in plan] == list(range(12))
+    assert [s.phase_index for s in plan] == [0] + [0] * 3 + [1] * 3 + [2] * 5
+    assert [s.takes_ticket for s in plan] == [False] + [True] * 11
+    assert _lrs(plan) == pytest.approx([0.2] + [0.1, 0.1, 0.05] * 2 + [0.1, 0.1, 0.1, 0.05, 0.05], rel=1e-12)
+    assert [s.epoch for s in plan if s.phase_end] == [0, 3, 6, 11]
+    assert [s.epoch for s in plan if s.phase_start] == [0, 1, 4, 7]
+
+
+def test_edst_without_exploration_starts_refining_at_epoch_zero():
+    cfg = TrainConfig(method="edst", epochs=4, explore_epochs=0, members=2, lr=1.0)
+    plan = edst_plan(cfg)
+    assert [(s.phase, s.phase_index) for s in plan] == [("refine", 0)] * 2 + [("refine", 1)] * 2
+    assert _lrs(plan) == pytest.approx([0.1, 0.01, 0.1, 0.01], rel=1e-12)
+
+
+def test_pf_fine_tunes_at_pf_lr_whatever_the_training_lr_and_schedule():
+    """Every fine-tuning epoch runs at ``pf_lr`` (not ``lr``, no decay), one phase of ``pf_epochs``."""
+    cfg = TrainConfig(method="pf", lr=0.1, pf_lr=0.003, pf_epochs=3, lr_schedule="cosine")
+    plan = finetune_plan(cfg)
+    assert _lrs(plan) == [0.003, 0.003, 0.003]
+    assert [(s.epoch, s.phase, s.phase_start, s.phase_end) for s in plan] == [
+        (0, "finetune", True, False), (1, "finetune", False, False), (2, "finetune", False, True)]
+
+
+def test_pf_jobs_parent_then_finetune_per_member_with_member_seeds():
+    cfg = TrainConfig(method="pf", members=2, seed=7, epochs=2, pf_epochs=1, pf_lr=0.01, lr=0.1)
+    jobs = get_recipe("pf").jobs(cfg)
+    assert [(j.kind, j.member, j.seed, j.warmup) for j in jobs] == [
+        ("parent", 0, 7, True), ("finetune", 0, 7, False), ("parent", 1, 8, True), ("finetune", 1, 8, False)]
+    assert _lrs(jobs[1].plan) == [0.01]
+    assert len(jobs[0].plan) == 2
+
+
+def test_snapshot_cycles_restart_at_lr_and_the_last_takes_the_leftover():
+    cfg = TrainConfig(method="snapshot", epochs=5, members=2, lr=1.0)
+    plan = snapshot_plan(cfg)
+    assert [s.phase_index for s in plan] == [0, 0, 1, 1, 1]
+    assert _lrs(plan) == pytest.approx([1.0, 0.5, 1.0, 0.75, 0.25], rel=1e-12)
+    assert [s.epoch for s in plan if s.phase_end] == [1, 4]
+
+
+@pytest.mark.parametrize("method, seeds", [("dst", [3, 4, 5]), ("deep", [3, 4, 5]), ("edst", [3]),
+                                           ("snapshot", [3])])
+def test_member_seeds(method, seeds):
+    assert get_recipe(method).seeds(3, 3) == seeds
+
+
+def _setup(total_steps: int, **cfg_overrides) -> EngineSetup:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    cfg = TrainConfig(method="dst", sparsity=0.5, **cfg_overrides)
+    job = Job("train", 0, 0, [])
+    return EngineSetup(cfg, job, model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps,
+                       load_parent=lambda m: None)
+
+
+@pytest.mark.parametrize("fraction, total, end", [(0.5, 10, 5), (0.75, 10, 7), (0.01, 10, 1), (1.0, 9, 9)])
+def test_updates_end_at_the_floor_of_the_fraction_of_the_jobs_steps_and_at_least_one(fraction, total, end):
+    engine = sparse_engine(_setup(total, update_end_fraction=fraction), update_interval=2)
+    assert engine.end_step == end
+    assert engine.update_interval == 2
+
+
+def test_cosine_schedule_anneals_to_the_jobs_last_step_and_constant_never_stops():
+    assert sparse_engine(_setup(12, prune_schedule="cosine"), update_interval=3).end_step == 12
+    assert sparse_engine(_setup(12, prune_schedule="constant"), update_interval=3).end_step is None
+    static = sparse_engine(_setup(12), update_interval=None)
+    assert static.update_interval is None

@@ -1,0 +1,110 @@
+"""Known answers at the boundaries of the calibration bins and of the disagreement definitions.
+
+Each test pins one documented convention with values chosen so that an off-by-one (a closed
+instead of half-open bin, a sum instead of a mean, a tie broken the other way) changes the result.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from freetickets.ensembles.ensemble import uncertainty_from_probs
+from freetickets.metrics import ece, reliability_bins
+from freetickets.metrics.diversity import disagreement_matrix, offdiagonal_mean
+
+
+def _two_class(confidences: list[float]) -> torch.Tensor:
+    """(N, 2) probabilities whose top-label confidence is ``confidences`` (class 0 on top)."""
+    c = torch.tensor(confidences, dtype=torch.float64)
+    return torch.stack([c, 1.0 - c], dim=1)
+
+
+def test_bins_are_left_closed_and_the_last_bin_holds_one():
+    """B = 4, edges 0, .25, .5, .75, 1: a confidence on an inner edge opens the bin to its right,
+    and exactly 1.0 falls into the last bin, not past it."""
+    probs = _two_class([0.5, 0.6, 0.75, 0.8, 1.0])
+    labels = torch.zeros(5, dtype=torch.long)
+    bins = reliability_bins(probs, labels, n_bins=4)
+    assert bins["count"].tolist() == [0.0, 0.0, 2.0, 3.0]
+    assert bins["edges"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert bins["confidence"].tolist() == pytest.approx([0.0, 0.0, 0.55, (0.75 + 0.8 + 1.0) / 3], rel=1e-12)
+    assert bins["accuracy"].tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_lowest_edge_and_quarter_confidence_with_four_classes():
+    """With four classes a confidence of exactly 0.25 (all equal) sits on the first inner edge
+    (bin 1); a confidence just below it cannot occur, and 0.25 never lands in bin 0."""
+    probs = torch.full((3, 4), 0.25, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0])  # ties predict class 0: two of three correct
+    bins = reliability_bins(probs, labels, n_bins=4)
+    assert bins["count"].tolist() == [0.0, 3.0, 0.0, 0.0]
+    assert bins["accuracy"][1].item() == pytest.approx(2 / 3, rel=1e-12)
+    assert ece(probs, labels, n_bins=4).item() == pytest.approx(abs(2 / 3 - 0.25), rel=1e-12)
+
+
+def test_ece_weights_each_bin_by_its_share_of_samples():
+    """Bin [0.5, 0.75): confidences .5, .6, both correct -> gap .45 over 2 of 4 samples;
+    bin [0.75, 1]: .8 correct, .9 wrong -> accuracy .5, confidence .85, gap .35 over 2 of 4."""
+    probs = _two_class([0.5, 0.6, 0.8, 0.9])
+    labels = torch.tensor([0, 0, 0, 1])
+    expected = 0.5 * abs(1.0 - 0.55) + 0.5 * abs(0.5 - 0.85)
+    assert ece(probs, labels, n_bins=4).item() == pytest.approx(expected, rel=1e-12)
+    # The same samples with one bin: |accuracy - confidence| over all of them.
+    assert ece(probs, labels, n_bins=1).item() == pytest.approx(abs(0.75 - 0.7), rel=1e-12)
+
+
+def test_ece_per_member_keeps_members_apart():
+    """(M, N, C) input gives one ECE per member, each from that member's own bins."""
+    probs = torch.stack([_two_class([1.0, 1.0]), _two_class([0.5, 0.5])])
+    labels = torch.tensor([0, 1])
+    assert ece(probs, labels, n_bins=4).tolist() == pytest.approx([0.5, 0.0], abs=1e-12)
+
+
+def test_disagreement_matrix_is_the_fraction_of_samples_whose_argmax_differs():
+    """Predictions (argmax) of three members over four samples: 0 0 1 1 / 0 1 1 0 / 1 1 1 1."""
+    preds = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 1]])
+    probs = torch.nn.functional.one_hot(preds, 3).to(torch.float64) * 0.8 + 0.2 / 3
+    d = disagreement_matrix(probs)
+    expected = torch.tensor([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    assert torch.equal(d, expected)
+    # The summary averages the six ordered off-diagonal pairs, not the nine entries.
+    assert offdiagonal_mean(d) == 0.5
+    assert offdiagonal_mean(torch.tensor([[0.0, 1.0], [1.0, 0.0]])) == 1.0
+
+
+def test_disagreement_ties_go_to_the_lowest_class():
+    """A member with equal top probabilities predicts the lower class: it agrees with a member
+    that predicts class 0 and disagrees with one that predicts class 1."""
+    probs = torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]], [[0.1, 0.9]]], dtype=torch.float64)
+    assert disagreement_matrix(probs)[0].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_per_input_disagreement_counts_members_against_the_ensemble_argmax():
+    """Per input: the fraction of members whose argmax differs from the argmax of the MEAN
+    probability (not from the majority vote, not from member 0)."""
+    probs = torch.tensor([  # (M=3, B=2, C=2): probs[m, b]
+        [[0.9, 0.1], [0.4, 0.6]],
+        [[0.4, 0.6], [0.7, 0.3]],
+        [[0.4, 0.6], [0.7, 0.3]],
+    ], dtype=torch.float64)
+    # input 0: votes 0, 1, 1 (majority 1) but the mean (.567, .433) is class 0 -> 2/3 disagree.
+    # input 1: member 0 votes 1, the others 0, mean (.6, .4) is class 0 -> 1/3 (member 0 is no reference).
+    got = uncertainty_from_probs(probs)["disagreement"]
+    assert got.tolist() == pytest.approx([2 / 3, 1 / 3], rel=1e-12)
+
+
+def test_per_input_disagreement_is_zero_when_all_agree_and_bounded_by_m_minus_one_over_m():
+    probs = torch.tensor([[[0.7, 0.2, 0.1]], [[0.1, 0.3, 0.6]], [[0.2, 0.5, 0.3]], [[0.8, 0.1, 0.1]]],
+                         dtype=torch.float64)  # (M=4, B=1, C=3): mean (.45, .275, .275) -> class 0
+    assert uncertainty_from_probs(probs)["disagreement"].tolist() == [0.5]
+    same = probs[:1].expand(4, 1, 3)
+    assert uncertainty_from_probs(same)["disagreement"].tolist() == [0.0]
+
+
+def test_per_input_disagreement_reaches_one_when_the_mean_picks_no_members_class():
+    """Each member prefers its own class (0, 1, 2) by a little; all give class 3 a lot. The mean
+    picks class 3, which no member picks: every member disagrees, so the value is 1, not (M-1)/M."""
+    probs = torch.tensor([[[0.40, 0.00, 0.00, 0.35, 0.25]],
+                          [[0.00, 0.40, 0.00, 0.35, 0.25]],
+                          [[0.00, 0.00, 0.40, 0.35, 0.25]]], dtype=torch.float64)
+    assert uncertainty_from_probs(probs)["disagreement"].tolist() == [1.0]
