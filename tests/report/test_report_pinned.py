@@ -1,0 +1,114 @@
+"""Cost claims from ONE seed: a count has no seed-to-seed spread, so the interval is the point
+``[d, d]`` with ``d = a / b - 1`` and the verdict is the comparison of ``d`` with the claim's
+threshold (strict, or inclusive for ``<=`` claims) -- holds, fails, or not resolved at exact
+equality of a strict claim. Also the seed helpers the claims read.
+"""
+from __future__ import annotations
+
+import pytest
+
+from freetickets.metrics.claims import FAILS, HOLDS, NOT_RESOLVED
+from freetickets.report.claims import NOT_RESOLVABLE, SKIPPED, ClaimSpec, compute_claims
+from freetickets.report.seeds import aggregate_seeds, flatten_metrics, order_methods, seed_list
+
+TRAIN = ClaimSpec("EDST training FLOPs < dense", "edst", "dense", "cost.train_flops", "lower", kind="cost")
+INFER = ClaimSpec("EDST inference FLOPs <= dense", "edst", "dense", "cost.inference_flops", "lower", kind="cost",
+                  inclusive=True)
+HALF = ClaimSpec("DST training FLOPs <= 0.5 x deep ensemble", "dst", "deep", "cost.train_flops", "lower",
+                 kind="cost", threshold=-0.5, inclusive=True)
+ACC = ClaimSpec("EDST accuracy > dense", "edst", "dense", "accuracy", "higher", scale=100.0, unit=" pp")
+
+
+def _seed(**costs_by_method) -> dict:
+    """{method: eval object} with the given ``cost`` blocks and a fixed accuracy."""
+    return {m: {"ensemble": {"accuracy": 0.9}, "cost": dict(c)} for m, c in costs_by_method.items()}
+
+
+def _one(spec: ClaimSpec, seeds: list[dict]) -> dict:
+    (entry,) = compute_claims(seeds, specs=[spec])
+    return entry
+
+
+@pytest.mark.parametrize("edst, dense, verdict", [
+    (3.0, 4.0, HOLDS),  # ratio 0.75
+    (5.0, 4.0, FAILS),  # ratio 1.25: more FLOPs than dense
+    (4.0, 4.0, NOT_RESOLVED),  # equal counts: "<" is not shown, nor refuted
+])
+def test_one_seed_strict_cost_claim(edst, dense, verdict):
+    entry = _one(TRAIN, [_seed(edst={"train_flops": edst}, dense={"train_flops": dense})])
+    d = edst / dense - 1.0
+    assert entry["difference"] == pytest.approx(d, abs=1e-15)
+    assert entry["interval"] == [pytest.approx(d, abs=1e-15)] * 2
+    assert entry["verdict"] == verdict
+    assert entry["seeds"] == 1
+    assert entry["kind"] == "cost" and entry["methods"] == ["edst", "dense"]
+    assert "reason" not in entry
+
+
+@pytest.mark.parametrize("edst, verdict", [(4.0, HOLDS), (3.0, HOLDS), (4.4, FAILS)])
+def test_one_seed_inclusive_cost_claim_holds_at_equality(edst, verdict):
+    entry = _one(INFER, [_seed(edst={"inference_flops": edst}, dense={"inference_flops": 4.0})])
+    assert entry["verdict"] == verdict
+
+
+@pytest.mark.parametrize("dst, verdict", [(2.0, HOLDS), (1.0, HOLDS), (2.4, FAILS)])
+def test_one_seed_threshold_claim_compares_the_ratio_with_the_threshold(dst, verdict):
+    """DST <= 0.5 x deep: ratio exactly 0.5 holds, 0.6 fails (though it is below 1)."""
+    entry = _one(HALF, [_seed(dst={"train_flops": dst}, deep={"train_flops": 4.0})])
+    assert entry["difference"] == pytest.approx(dst / 4.0 - 1.0, abs=1e-15)
+    assert entry["verdict"] == verdict
+
+
+def test_one_seed_quality_claim_has_a_difference_but_no_interval():
+    seed = _seed(edst={}, dense={})
+    seed["edst"]["ensemble"]["accuracy"] = 0.93
+    entry = _one(ACC, [seed])
+    assert entry["difference"] == pytest.approx(0.03, abs=1e-12)
+    assert entry["interval"] == [None, None]
+    assert entry["verdict"] == NOT_RESOLVABLE
+    assert entry["seeds"] == 1
+
+
+def test_two_seeds_same_cost_ratio_give_the_point_interval():
+    seeds = [_seed(edst={"train_flops": 3.0}, dense={"train_flops": 4.0}),
+             _seed(edst={"train_flops": 6.0}, dense={"train_flops": 8.0})]
+    entry = _one(TRAIN, seeds)
+    assert entry["interval"] == [pytest.approx(-0.25, abs=1e-15)] * 2
+    assert entry["verdict"] == HOLDS and entry["seeds"] == 2
+
+
+def test_cost_claim_against_zero_is_skipped():
+    entry = _one(TRAIN, [_seed(edst={"train_flops": 3.0}, dense={"train_flops": 0.0})])
+    assert entry["verdict"] == SKIPPED
+    assert "is 0 in seed 0" in entry["reason"]
+    assert entry["difference"] is None
+
+
+def test_flatten_metrics_keys_and_the_non_zero_fraction():
+    obj = {"ensemble": {"accuracy": 0.9, "ood": {"a": {"auroc": 0.8}, "b": {"auroc": 0.6}},
+                        "corrupted": {"accuracy": 0.5, "by_severity": [{"severity": 3, "accuracy": 0.4}]}},
+           "members": [{"accuracy": 0.7}, {"accuracy": 0.8}],
+           "diversity": {"disagreement": 0.2, "disagreement_matrix": [[0, 0.2], [0.2, 0]]},
+           "cost": {"nonzero_params": 250, "dense_params": 1000, "train_flops": 7}}
+    flat = flatten_metrics(obj)
+    assert flat["accuracy"] == 0.9
+    assert flat["ood_mean.auroc"] == pytest.approx(0.7, abs=1e-15)
+    assert flat["ood.a.auroc"] == 0.8
+    assert flat["corrupted.severity_3.accuracy"] == 0.4
+    assert flat["members.1.accuracy"] == 0.8 and flat["members.count"] == 2.0
+    assert flat["members_mean.accuracy"] == pytest.approx(0.75, abs=1e-15)
+    assert flat["diversity.disagreement"] == 0.2 and "diversity.disagreement_matrix" not in flat
+    assert flat["cost.nonzero_params_vs_dense"] == 0.25 and flat["cost.train_flops"] == 7.0
+
+
+def test_aggregate_is_mean_and_sample_std_and_the_method_order_is_canonical():
+    seeds = [{"edst": {"ensemble": {"accuracy": a}}, "dense": {"ensemble": {"accuracy": 0.5}}} for a in (0.8, 0.9, 1.0)]
+    agg = aggregate_seeds(seeds)
+    assert list(agg) == ["dense", "edst"]
+    mean, std = agg["edst"]["accuracy"]
+    assert mean == pytest.approx(0.9, abs=1e-12) and std == pytest.approx(0.1, abs=1e-12)  # ddof = 1
+    assert agg["dense"]["accuracy"] == (0.5, 0.0)
+    assert order_methods(["zeta", "edst", "alpha", "dense", "edst"]) == ["dense", "edst", "zeta", "alpha"]
+    assert seed_list({"dense": {}}) == [{"dense": {}}]
+    with pytest.raises(ValueError, match="at least one"):
+        seed_list([])
