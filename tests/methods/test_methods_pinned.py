@@ -104,3 +104,135 @@ def test_cosine_schedule_anneals_to_the_jobs_last_step_and_constant_never_stops(
     assert sparse_engine(_setup(12, prune_schedule="constant"), update_interval=3).end_step is None
     static = sparse_engine(_setup(12), update_interval=None)
     assert static.update_interval is None
+
+
+def test_standard_plan_is_one_train_phase_with_the_configured_schedule():
+    """Every member trained from scratch runs one "train" phase: start flag on epoch 0, end flag
+    on the last epoch, rates from ``lr_schedule`` (``epochs`` may be given instead of cfg's)."""
+    from freetickets.train.schedules import standard_plan
+
+    cfg = TrainConfig(method="dense", epochs=4, lr=0.2, lr_schedule="cosine")
+    plan = standard_plan(cfg)
+    assert [(s.epoch, s.phase, s.phase_index, s.phase_start, s.phase_end, s.takes_ticket) for s in plan] == [
+        (0, "train", 0, True, False, True), (1, "train", 0, False, False, True),
+        (2, "train", 0, False, False, True), (3, "train", 0, False, True, True)]
+    assert _lrs(plan) == pytest.approx([0.2, 0.1 * (1 + 2 ** -0.5), 0.1, 0.1 * (1 - 2 ** -0.5)], rel=1e-12)
+    short = standard_plan(cfg, epochs=2)
+    assert _lrs(short) == pytest.approx([0.2, 0.1], rel=1e-12)
+    assert [s.phase_end for s in short] == [False, True]
+    constant = TrainConfig(method="dense", epochs=3, lr=0.2, lr_schedule="constant")
+    assert _lrs(standard_plan(constant)) == [0.2, 0.2, 0.2]
+    step = TrainConfig(method="dense", epochs=4, lr=1.0, lr_schedule="multistep", lr_milestones=[0.5], lr_gamma=0.5)
+    assert _lrs(standard_plan(step)) == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_warmup_factor_without_warmup_is_one():
+    from freetickets.train.schedules import warmup_factor
+
+    assert warmup_factor(0, 0) == 1.0
+    assert warmup_factor(0, -3) == 1.0
+    assert [warmup_factor(s, 2) for s in range(3)] == [0.5, 1.0, 1.0]
+
+
+# ---- what the recipes hand to the loop: engines, jumps, sources (called directly, no training)
+class _JumpRecorder:
+    def __init__(self) -> None:
+        self.fractions: list[float] = []
+
+    def update_topology(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+
+def test_edst_jumps_after_every_refinement_phase_but_the_last():
+    cfg = TrainConfig(method="edst", epochs=7, explore_epochs=1, members=3, jump_fraction=0.3)
+    recipe, engine = get_recipe("edst"), _JumpRecorder()
+    (job,) = recipe.jobs(cfg)
+    assert (job.tickets, job.select, job.seed) == ("phase", "best", cfg.seed)
+    jumped_after = []
+    for spec in job.plan:
+        if spec.phase_end:
+            before = len(engine.fractions)
+            recipe.end_of_phase(cfg, job, spec, engine)
+            if len(engine.fractions) > before:
+                jumped_after.append((spec.phase, spec.phase_index))
+    assert jumped_after == [("refine", 0), ("refine", 1)]  # not after exploration, not after the last phase
+    assert engine.fractions == [0.3, 0.3]
+    assert recipe.job_masks(cfg, job) == "dynamic"
+
+
+def test_edst_engine_updates_every_update_interval():
+    setup = _setup(20, update_interval=4)
+    engine = get_recipe("edst").make_engine(setup)
+    assert engine.update_interval == 4 and engine.sparsity() == pytest.approx(0.5, abs=0.02)
+
+
+def test_edst_refuses_plans_without_refinement_epochs():
+    from freetickets.errors import UserError
+
+    recipe = get_recipe("edst")
+    with pytest.raises(UserError, match="--explore-epochs: 4 must be below --epochs 4"):
+        recipe.validate(TrainConfig(method="edst", epochs=4, explore_epochs=4, members=2))
+    with pytest.raises(UserError, match="fewer than one epoch per refinement phase for 3 members"):
+        recipe.validate(TrainConfig(method="edst", epochs=4, explore_epochs=2, members=3))
+    recipe.validate(TrainConfig(method="edst", epochs=5, explore_epochs=2, members=3))  # one epoch each
+
+
+def test_pf_finetune_engine_keeps_the_parents_largest_weights_fixed():
+    """The fine-tuning job loads its dense parent, keeps the largest |w| globally at the run's
+    sparsity and never updates the masks; the parent job trains dense (no engine)."""
+    setup = _setup(10)
+    loaded = []
+    with torch.no_grad():
+        for p in setup.model.parameters():
+            p.copy_(torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape) - p.numel() / 2)
+    setup.load_parent = loaded.append
+    recipe = get_recipe("pf")
+    engine = recipe.make_engine(setup)
+    assert loaded == [setup.model]
+    assert engine.update_interval is None
+    weights = {n: p for n, p in setup.model.named_parameters() if n in engine.masks}
+    kept = torch.cat([p[engine.masks[n]].abs().flatten() for n, p in weights.items()])
+    dropped = torch.cat([p[~engine.masks[n]].flatten() for n, p in weights.items()])
+    assert torch.all(dropped == 0)  # masked weights are zeroed: the parent is pruned once
+    assert engine.sparsity() == pytest.approx(0.5, abs=1e-9)
+    assert kept.min() > 0
+    parent = EngineSetup(setup.cfg, Job("parent", 0, 0, []), setup.model, setup.optimizer, 10, loaded.append)
+    assert recipe.make_engine(parent) is None
+    assert recipe.job_masks(setup.cfg, Job("parent", 0, 0, [])) is None
+    assert recipe.job_masks(setup.cfg, Job("finetune", 0, 0, [])) == "static"
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"method": "dst", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}]}, "is a 'dst' run; PF needs dense"),
+    ({"method": "deep", "model": "cnn1d", "data": "mnist1d", "tickets": [{}, {}]}, "trained cnn1d on mnist1d, not mlp"),
+    ({"method": "deep", "model": "mlp", "data": "cifar10", "tickets": [{}, {}]}, "trained mlp on cifar10"),
+    ({"method": "dense", "model": "mlp", "data": "mnist1d", "tickets": [{}]}, "has 1 dense models; --members 2"),
+    ({"method": "deep", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}]}, None),
+    ({"method": "dense", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}, {}]}, None),
+])
+def test_pf_from_run_checks_the_parents(monkeypatch, manifest, message):
+    import freetickets.train.rundir as rundir
+    from freetickets.errors import UserError
+
+    monkeypatch.setattr(rundir, "load_complete_manifest", lambda path: manifest)
+    cfg = TrainConfig(method="pf", members=2, model="mlp", data="mnist1d", from_run="parents")
+    recipe = get_recipe("pf")
+    if message is None:
+        assert recipe.check_sources(cfg) is manifest
+    else:
+        with pytest.raises(UserError, match="^--from: parents .*" + message.replace("(", r"\(")):
+            recipe.check_sources(cfg)
+    assert recipe.check_sources(TrainConfig(method="pf", members=2)) is None
+    assert [j.kind for j in recipe.jobs(cfg)] == ["finetune", "finetune"]  # parents come from the run
+
+
+def test_pf_from_run_names_the_flag_when_the_run_cannot_be_read(monkeypatch):
+    import freetickets.train.rundir as rundir
+    from freetickets.errors import UserError
+
+    def unreadable(path):
+        raise UserError(f"{path}: run directory not found")
+
+    monkeypatch.setattr(rundir, "load_complete_manifest", unreadable)
+    with pytest.raises(UserError, match="^--from: nowhere: run directory not found$"):
+        get_recipe("pf").check_sources(TrainConfig(method="pf", from_run="nowhere"))
