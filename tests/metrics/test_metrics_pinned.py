@@ -108,3 +108,24 @@ def test_per_input_disagreement_reaches_one_when_the_mean_picks_no_members_class
                           [[0.00, 0.40, 0.00, 0.35, 0.25]],
                           [[0.00, 0.00, 0.40, 0.35, 0.25]]], dtype=torch.float64)
     assert uncertainty_from_probs(probs)["disagreement"].tolist() == [1.0]
+
+
+def test_mask_hamming_is_weighted_by_layer_size_and_zero_for_no_masks():
+    from freetickets.metrics.diversity import mask_hamming, mask_hamming_matrix
+
+    a = {"w1": torch.tensor([True, False, True, False]), "w2": torch.tensor([[True], [True]])}
+    b = {"w1": torch.tensor([True, True, False, False]), "w2": torch.tensor([[True], [False]])}
+    assert mask_hamming(a, b) == 3 / 6  # 2 of 4 in w1 and 1 of 2 in w2, over all 6 positions
+    assert mask_hamming({}, {}) == 0.0
+    matrix = mask_hamming_matrix([a, b, a])
+    assert matrix.dtype == torch.float64
+    assert matrix.tolist() == [[0.0, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.0]]
+
+
+def test_mask_hamming_names_the_parameters_only_one_side_has():
+    from freetickets.metrics.diversity import mask_hamming
+
+    a = {"shared": torch.ones(2, dtype=torch.bool), "only_a": torch.ones(1, dtype=torch.bool)}
+    b = {"shared": torch.ones(2, dtype=torch.bool), "only_b": torch.ones(1, dtype=torch.bool)}
+    with pytest.raises(ValueError, match=r"differ in \['only_a', 'only_b'\]"):
+        mask_hamming(a, b)

@@ -157,3 +157,9 @@ def test_update_topology_does_not_shift_the_periodic_schedule():
     engine.update_topology(0.2)
     assert engine.update_count == 2
     assert _train_steps(engine, model, opt, 2) == [4]
+
+
+def test_cosine_schedule_with_a_one_step_horizon():
+    """end_step = 1 is a valid horizon: the full fraction at step 0, nothing from step 1 on."""
+    assert cosine(0, 0.4, 1) == 0.4
+    assert cosine(1, 0.4, 1) == 0.0
