@@ -170,11 +170,12 @@ def test_edst_refuses_plans_without_refinement_epochs():
     from freetickets.errors import UserError
 
     recipe = get_recipe("edst")
-    with pytest.raises(UserError, match="--explore-epochs: 4 must be below --epochs 4"):
+    with pytest.raises(UserError, match=r"^--explore-epochs: 4 must be below --epochs 4 \(refinement needs epochs\)$"):
         recipe.validate(TrainConfig(method="edst", epochs=4, explore_epochs=4, members=2))
     with pytest.raises(UserError, match="fewer than one epoch per refinement phase for 3 members"):
         recipe.validate(TrainConfig(method="edst", epochs=4, explore_epochs=2, members=3))
     recipe.validate(TrainConfig(method="edst", epochs=5, explore_epochs=2, members=3))  # one epoch each
+    recipe.validate(TrainConfig(method="edst", epochs=5, explore_epochs=4, members=1))  # one epoch left
 
 
 def test_pf_finetune_engine_keeps_the_parents_largest_weights_fixed():
