@@ -5,6 +5,8 @@ instead of half-open bin, a sum instead of a mean, a tie broken the other way) c
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -129,3 +131,58 @@ def test_mask_hamming_names_the_parameters_only_one_side_has():
     b = {"shared": torch.ones(2, dtype=torch.bool), "only_b": torch.ones(1, dtype=torch.bool)}
     with pytest.raises(ValueError, match=r"differ in \['only_a', 'only_b'\]"):
         mask_hamming(a, b)
+
+
+# ---- error messages: one line naming the argument and what is allowed
+@pytest.mark.parametrize("call, message", [
+    (lambda: ece([[0.5, 0.5]], torch.tensor([0])), "probs must be a torch.Tensor, got list"),
+    (lambda: ece(torch.ones(2, 2, 2, 2), torch.tensor([0])), "probs must have shape (M, N, C) or (N, C), got (2, 2, 2, 2)"),
+    (lambda: ece(torch.ones(0, 3), torch.zeros(0, dtype=torch.long)), "probs must contain at least one sample (N >= 1)"),
+    (lambda: ece(torch.ones(2, 3) / 3, [0, 1]), "labels must be a torch.Tensor, got list"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([0, 1, 2])), "labels must have shape (2,) to match probs, got (3,)"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([[0, 1]])), "labels must have shape (2,) to match probs, got (1, 2)"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([0.0, 1.0])), "labels must be integer class indices, got dtype torch.float32"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([True, False])), "labels must be integer class indices, got dtype torch.bool"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([0, 3])), "labels must lie in [0, 3), got range [0, 3]"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([-1, 2])), "labels must lie in [0, 3), got range [-1, 2]"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([0, 1]), n_bins=0), "n_bins must be a positive integer, got 0"),
+    (lambda: ece(torch.ones(2, 3) / 3, torch.tensor([0, 1]), n_bins=True), "n_bins must be a positive integer, got True"),
+    (lambda: reliability_bins(torch.ones(2, 3) / 3, torch.tensor([0, 1]), n_bins=2.0), "n_bins must be a positive integer, got 2.0"),
+])
+def test_bad_metric_inputs_are_one_clear_line(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_labels_at_the_class_range_edges_are_accepted():
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]], dtype=torch.float64)
+    assert ece(probs, torch.tensor([0, 2]), n_bins=1).item() == pytest.approx(abs(1.0 - 0.65), rel=1e-12)
+
+
+def test_ood_scores_are_float64_and_mutual_information_is_per_sample():
+    """Sample 0: both members (.5, .5) -> H(mean) = ln 2, mean member entropy ln 2, MI 0.
+    Sample 1: members (1, 0) and (0, 1) -> H(mean) = ln 2, member entropies 0, MI ln 2."""
+    from freetickets.metrics.ood import ood_scores
+
+    probs = torch.tensor([[[0.5, 0.5], [1.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]], dtype=torch.float32)
+    scores = ood_scores(probs)
+    assert all(v.dtype == torch.float64 for v in scores.values())
+    ln2 = math.log(2.0)
+    assert scores["entropy"].tolist() == pytest.approx([ln2, ln2], rel=1e-12)
+    assert scores["mutual_information"].tolist() == pytest.approx([0.0, ln2], abs=1e-12)
+    assert scores["msp"].tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="^member_probs must have shape"):
+        ood_scores(torch.ones(3))
+
+
+def test_corruption_summary_messages():
+    from freetickets.metrics.summary import corruption_summary
+
+    with pytest.raises(ValueError, match=r"^results must contain at least one \(type, severity\) record$"):
+        corruption_summary([])
+    rec = {"type": "fog", "severity": 3, "accuracy": 0.5, "nll": 1.0, "ece": 0.1}
+    with pytest.raises(ValueError, match=r"^duplicate corruption result for type 'fog', severity 3$"):
+        corruption_summary([rec, dict(rec)])
+    with pytest.raises(ValueError, match=r"a record lacks \['nll'\]$"):
+        corruption_summary([{k: v for k, v in rec.items() if k != "nll"}])
