@@ -57,8 +57,8 @@ def test_pf_fine_tunes_at_pf_lr_whatever_the_training_lr_and_schedule():
     cfg = TrainConfig(method="pf", lr=0.1, pf_lr=0.003, pf_epochs=3, lr_schedule="cosine")
     plan = finetune_plan(cfg)
     assert _lrs(plan) == [0.003, 0.003, 0.003]
-    assert [(s.epoch, s.phase, s.phase_start, s.phase_end) for s in plan] == [
-        (0, "finetune", True, False), (1, "finetune", False, False), (2, "finetune", False, True)]
+    assert [(s.epoch, s.phase, s.phase_index, s.phase_start, s.phase_end) for s in plan] == [
+        (0, "finetune", 0, True, False), (1, "finetune", 0, False, False), (2, "finetune", 0, False, True)]
 
 
 def test_pf_jobs_parent_then_finetune_per_member_with_member_seeds():
@@ -204,7 +204,8 @@ def test_pf_finetune_engine_keeps_the_parents_largest_weights_fixed():
 
 
 @pytest.mark.parametrize("manifest, message", [
-    ({"method": "dst", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}]}, "is a 'dst' run; PF needs dense"),
+    ({"method": "dst", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}]},
+     "is a 'dst' run; PF needs dense parents (a deep or dense run)$"),
     ({"method": "deep", "model": "cnn1d", "data": "mnist1d", "tickets": [{}, {}]}, "trained cnn1d on mnist1d, not mlp"),
     ({"method": "deep", "model": "mlp", "data": "cifar10", "tickets": [{}, {}]}, "trained mlp on cifar10"),
     ({"method": "dense", "model": "mlp", "data": "mnist1d", "tickets": [{}]}, "has 1 dense models; --members 2"),
@@ -221,7 +222,7 @@ def test_pf_from_run_checks_the_parents(monkeypatch, manifest, message):
     if message is None:
         assert recipe.check_sources(cfg) is manifest
     else:
-        with pytest.raises(UserError, match="^--from: parents .*" + message.replace("(", r"\(")):
+        with pytest.raises(UserError, match="^--from: parents .*" + message.replace("(", r"\(").replace(")", r"\)")):
             recipe.check_sources(cfg)
     assert recipe.check_sources(TrainConfig(method="pf", members=2)) is None
     assert [j.kind for j in recipe.jobs(cfg)] == ["finetune", "finetune"]  # parents come from the run
@@ -237,3 +238,17 @@ def test_pf_from_run_names_the_flag_when_the_run_cannot_be_read(monkeypatch):
     monkeypatch.setattr(rundir, "load_complete_manifest", unreadable)
     with pytest.raises(UserError, match="^--from: nowhere: run directory not found$"):
         get_recipe("pf").check_sources(TrainConfig(method="pf", from_run="nowhere"))
+
+
+def test_pf_finetuning_never_rescales_the_parents_weights():
+    """Even with ``sparse_init="rescale"`` in the run's settings, PF keeps the parent's surviving
+    weights as they are (rescaling is for random sparse initialisation, not a trained parent)."""
+    setup = _setup(10, sparse_init="rescale")
+    with torch.no_grad():
+        for p in setup.model.parameters():
+            p.copy_(torch.linspace(-1.0, 1.0, p.numel()).reshape(p.shape))
+    parent = {n: p.detach().clone() for n, p in setup.model.named_parameters()}
+    engine = get_recipe("pf").make_engine(setup)
+    for n, p in setup.model.named_parameters():
+        if n in engine.masks:
+            assert torch.equal(p[engine.masks[n]], parent[n][engine.masks[n]])

@@ -29,6 +29,7 @@ def test_bins_are_left_closed_and_the_last_bin_holds_one():
     bins = reliability_bins(probs, labels, n_bins=4)
     assert bins["count"].tolist() == [0.0, 0.0, 2.0, 3.0]
     assert bins["edges"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(v.dtype == torch.float64 for v in bins.values())  # JSON-bound statistics in float64
     assert bins["confidence"].tolist() == pytest.approx([0.0, 0.0, 0.55, (0.75 + 0.8 + 1.0) / 3], rel=1e-12)
     assert bins["accuracy"].tolist() == [0.0, 0.0, 1.0, 1.0]
 
