@@ -38,6 +38,7 @@ def test_edst_plan_with_an_odd_last_phase():
                       refine_lr_factors=[0.5, 0.25])
     plan = edst_plan(cfg)
     assert [s.epoch for s in plan] == list(range(12))
+    assert [s.phase for s in plan] == ["explore"] + ["refine"] * 11
     assert [s.phase_index for s in plan] == [0] + [0] * 3 + [1] * 3 + [2] * 5
     assert [s.takes_ticket for s in plan] == [False] + [True] * 11
     assert _lrs(plan) == pytest.approx([0.2] + [0.1, 0.1, 0.05] * 2 + [0.1, 0.1, 0.1, 0.05, 0.05], rel=1e-12)
@@ -147,7 +148,7 @@ def test_edst_jumps_after_every_refinement_phase_but_the_last():
     cfg = TrainConfig(method="edst", epochs=7, explore_epochs=1, members=3, jump_fraction=0.3)
     recipe, engine = get_recipe("edst"), _JumpRecorder()
     (job,) = recipe.jobs(cfg)
-    assert (job.tickets, job.select, job.seed) == ("phase", "best", cfg.seed)
+    assert (job.kind, job.member, job.tickets, job.select, job.seed) == ("train", 0, "phase", "best", cfg.seed)
     jumped_after = []
     for spec in job.plan:
         if spec.phase_end:

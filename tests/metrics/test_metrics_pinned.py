@@ -187,3 +187,16 @@ def test_corruption_summary_messages():
         corruption_summary([rec, dict(rec)])
     with pytest.raises(ValueError, match=r"a record lacks \['nll'\]$"):
         corruption_summary([{k: v for k, v in rec.items() if k != "nll"}])
+
+
+def test_ensemble_size_curve_uses_the_given_bins():
+    """The curve's ECE is computed with ``n_bins``: one bin gives |accuracy - mean confidence|."""
+    from freetickets.metrics.ensemble_size import ensemble_size_curve
+
+    probs = torch.stack([_two_class([0.5, 0.6, 0.8, 0.9]), _two_class([0.5, 0.6, 0.8, 0.9])])
+    labels = torch.tensor([0, 0, 0, 1])
+    curve = ensemble_size_curve(probs, labels, n_bins=1)
+    assert curve["k"] == [1, 2]
+    assert curve["ece"] == pytest.approx([abs(0.75 - 0.7)] * 2, rel=1e-12)
+    four = ensemble_size_curve(probs, labels, n_bins=4)["ece"]
+    assert four == pytest.approx([0.5 * 0.45 + 0.5 * 0.35] * 2, rel=1e-12)
