@@ -112,3 +112,13 @@ def test_aggregate_is_mean_and_sample_std_and_the_method_order_is_canonical():
     assert seed_list({"dense": {}}) == [{"dense": {}}]
     with pytest.raises(ValueError, match="at least one"):
         seed_list([])
+
+
+def test_member_count_column_rounds_the_mean_to_the_nearest_integer():
+    """Seeds with 3, 3 and 2 members (a partial run) average 2.67 members: shown as 3, not 2."""
+    from freetickets.report.tables import comparison_table
+
+    seeds = [{"deep": {"ensemble": {"accuracy": 0.9}, "members": [{"accuracy": 0.8}] * k}} for k in (3, 3, 2)]
+    row = comparison_table(seeds).splitlines()[2].split("|")
+    assert row[1].strip() == "Deep ensemble"
+    assert row[2].strip() == "3"
