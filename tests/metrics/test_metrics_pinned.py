@@ -200,3 +200,49 @@ def test_ensemble_size_curve_uses_the_given_bins():
     assert curve["ece"] == pytest.approx([abs(0.75 - 0.7)] * 2, rel=1e-12)
     four = ensemble_size_curve(probs, labels, n_bins=4)["ece"]
     assert four == pytest.approx([0.5 * 0.45 + 0.5 * 0.35] * 2, rel=1e-12)
+
+
+def test_a_confidence_equal_to_a_non_dyadic_inner_edge_opens_the_next_bin():
+    """Edges are k / B in float64; a confidence equal to the edge 6/10 (as computed) is in bin 6,
+    also where float32 would round the edge up past it (float32(0.6) > 0.6)."""
+    edge = float(torch.linspace(0.0, 1.0, 11, dtype=torch.float64)[6])
+    probs = _two_class([edge, 1.0 - 1e-9])  # second sample: confidence just below 1, last bin
+    counts = reliability_bins(probs, torch.tensor([0, 0]), n_bins=10)["count"].tolist()
+    assert counts == [0.0] * 6 + [1.0] + [0.0] * 2 + [1.0]
+
+
+def test_the_first_bin_holds_confidences_below_one_over_b():
+    """Five equal classes give confidence 0.2 < 1/4: bin 0 of four."""
+    probs = torch.full((2, 5), 0.2, dtype=torch.float64)
+    bins = reliability_bins(probs, torch.tensor([0, 1]), n_bins=4)
+    assert bins["count"].tolist() == [2.0, 0.0, 0.0, 0.0]
+    assert bins["accuracy"][0].item() == 0.5
+
+
+def test_metric_outputs_are_float64_and_0d_for_one_set_of_probabilities():
+    """(N, C) float32 input: every per-member metric returns a 0-d float64 tensor; (M, N, C): (M,)."""
+    from freetickets.metrics import accuracy, brier, nll
+
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8]], dtype=torch.float32)
+    labels = torch.tensor([0, 0])
+    for fn in (accuracy, nll, brier, ece):
+        out = fn(probs, labels)
+        assert out.shape == () and out.dtype == torch.float64, fn.__name__
+        many = fn(probs.expand(3, 2, 2), labels)
+        assert many.shape == (3,) and torch.allclose(many, out.expand(3)), fn.__name__
+    # Brier computed in float64 from the float32 inputs: ((1 - .7)^2 + .3^2 + (1 - .2)^2 + .8^2) / 2
+    p = probs.double()
+    expected = (((1 - p[0, 0]) ** 2 + p[0, 1] ** 2 + (1 - p[1, 0]) ** 2 + p[1, 1] ** 2) / 2).item()
+    assert brier(probs, labels).item() == pytest.approx(expected, rel=1e-14)
+
+
+def test_summarize_uses_the_given_bins_for_members_and_ensemble():
+    from freetickets.metrics.summary import summarize
+
+    probs = torch.stack([_two_class([0.5, 0.6, 0.8, 0.9]), _two_class([0.5, 0.6, 0.8, 0.9])])
+    labels = torch.tensor([0, 0, 0, 1])
+    one = summarize(probs, labels, n_bins=1)
+    assert one["ensemble"]["ece"] == pytest.approx(0.05, rel=1e-12)
+    assert [m["ece"] for m in one["members"]] == pytest.approx([0.05, 0.05], rel=1e-12)
+    four = summarize(probs, labels, n_bins=4)
+    assert four["ensemble"]["ece"] == pytest.approx(0.4, rel=1e-12)
