@@ -163,3 +163,24 @@ def test_cosine_schedule_with_a_one_step_horizon():
     """end_step = 1 is a valid horizon: the full fraction at step 0, nothing from step 1 on."""
     assert cosine(0, 0.4, 1) == 0.4
     assert cosine(1, 0.4, 1) == 0.0
+
+
+def test_weights_moved_per_layer_are_computed_exactly_not_in_floating_point():
+    """ceil(0.3 * 10) is 3 (0.3 * 10 in floats is 3.0000000000000004, whose ceil is 4); halves
+    round up (no banker's rounding)."""
+    from freetickets.sparse.selection import ceil_product, round_half_up
+
+    assert ceil_product(0.3, 10) == 3
+    assert ceil_product(0.7, 10) == 7
+    assert ceil_product(0.0, 10) == 0
+    assert ceil_product(0.01, 10) == 1
+    assert [round_half_up(x) for x in (0.5, 1.5, 2.5, 0.49999999999999994, 2.4999)] == [1, 2, 3, 0, 2]
+
+
+def test_a_jump_of_three_tenths_moves_three_of_ten_active_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False))
+    masks = {"0.weight": torch.zeros(4, 5, dtype=torch.bool)}
+    masks["0.weight"].view(-1)[:10] = True  # 10 active of 20
+    engine = SparseEngine(model, None, masks=masks, update_interval=None, grow="random")
+    engine.update_topology(0.3)
+    assert engine.pruned_total == 3
