@@ -246,3 +246,38 @@ def test_summarize_uses_the_given_bins_for_members_and_ensemble():
     assert [m["ece"] for m in one["members"]] == pytest.approx([0.05, 0.05], rel=1e-12)
     four = summarize(probs, labels, n_bins=4)
     assert four["ensemble"]["ece"] == pytest.approx(0.4, rel=1e-12)
+
+
+def test_diversity_input_errors_are_one_clear_line():
+    from freetickets.metrics.diversity import kl_matrix
+
+    empty = torch.ones(2, 0, 3)
+    for fn in (disagreement_matrix, kl_matrix):
+        with pytest.raises(ValueError) as info:
+            fn(empty)
+        assert str(info.value) == "probs must contain at least one sample (N >= 1)"
+    with pytest.raises(ValueError) as info:
+        disagreement_matrix([[0.5, 0.5]])
+    assert str(info.value) == "probs must be a torch.Tensor, got list"
+    for eps in (0.0, -1e-3):
+        with pytest.raises(ValueError) as info:
+            kl_matrix(torch.ones(2, 1, 2) / 2, eps=eps)
+        assert str(info.value) == f"eps must be positive, got {eps!r}"
+    for bad in (torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 2, 2)):
+        with pytest.raises(ValueError) as info:
+            offdiagonal_mean(bad)
+        assert str(info.value) == f"matrix must be square (M, M), got {tuple(bad.shape)}"
+
+
+def test_kl_and_offdiagonal_mean_reduce_in_float64():
+    from freetickets.metrics.diversity import kl_matrix
+
+    probs = torch.tensor([[[0.9, 0.1]], [[0.3, 0.7]]], dtype=torch.float32)
+    kl = kl_matrix(probs)
+    assert kl.dtype == torch.float64
+    p, q = probs.double()[0, 0], probs.double()[1, 0]
+    expected = float((p * (p.log() - q.log())).sum())
+    assert kl[0, 1].item() == pytest.approx(expected, rel=1e-6)
+    # The mean of float32 entries is taken in float64 (float32 would round 0.1 + 0.2).
+    m = torch.tensor([[0.0, 0.1], [0.2, 0.0]], dtype=torch.float32)
+    assert offdiagonal_mean(m) == (float(m[0, 1]) + float(m[1, 0])) / 2
