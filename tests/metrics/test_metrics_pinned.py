@@ -281,3 +281,42 @@ def test_kl_and_offdiagonal_mean_reduce_in_float64():
     # The mean of float32 entries is taken in float64 (float32 would round 0.1 + 0.2).
     m = torch.tensor([[0.0, 0.1], [0.2, 0.0]], dtype=torch.float32)
     assert offdiagonal_mean(m) == (float(m[0, 1]) + float(m[1, 0])) / 2
+
+
+def test_fpr_at_tpr_threshold_rank_at_small_and_fractional_counts():
+    """k = ceil(tpr * n) (at least 1): with 10 ID scores and tpr 0.1 the threshold is the top
+    score (k = 1); with 30 scores and tpr 0.95, 28.5 rounds UP to k = 29; tpr = 1 takes all."""
+    from freetickets.metrics.ood import fpr_at_tpr
+
+    ids = [float(v) for v in range(10, 0, -1)]  # 10 .. 1
+    assert fpr_at_tpr(ids, [9.5, 10.0, 11.0], tpr=0.1) == pytest.approx(2 / 3)  # accepted: score >= 10
+    ids30 = [float(v) for v in range(1, 31)]  # sorted descending: 30 .. 1; the 29th is 2
+    assert fpr_at_tpr(ids30, [1.5, 2.0, 2.5], tpr=0.95) == pytest.approx(2 / 3)  # accepted: >= 2
+    assert fpr_at_tpr(ids30, [0.5, 1.0], tpr=1.0) == 0.5  # threshold: the lowest ID score
+
+
+@pytest.mark.parametrize("tpr", [0.0, -0.5, 1.5])
+def test_fpr_at_tpr_refuses_a_rate_outside_0_1(tpr):
+    from freetickets.metrics.ood import fpr_at_tpr
+
+    with pytest.raises(ValueError) as info:
+        fpr_at_tpr([1.0], [0.0], tpr=tpr)
+    assert str(info.value) == f"tpr must lie in (0, 1], got {tpr!r}"
+
+
+def test_ood_score_errors_name_the_argument():
+    from freetickets.metrics.ood import fpr_at_tpr, ood_metrics
+
+    for fn in (fpr_at_tpr, ood_metrics):
+        with pytest.raises(ValueError) as info:
+            fn([1.0, 2.0], [])
+        assert str(info.value) == "ood_score must be a non-empty 1-D array of scores, got shape (0,)"
+        with pytest.raises(ValueError) as info:
+            fn([[1.0]], [0.5])
+        assert str(info.value) == "id_score must be a non-empty 1-D array of scores, got shape (1, 1)"
+        with pytest.raises(ValueError) as info:
+            fn([1.0, float("nan")], [0.5])
+        assert str(info.value) == "id_score contains NaN or infinite scores"
+        with pytest.raises(ValueError) as info:
+            fn([1.0], torch.tensor([float("inf")]))
+        assert str(info.value) == "ood_score contains NaN or infinite scores"
