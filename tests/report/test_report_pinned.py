@@ -122,3 +122,36 @@ def test_member_count_column_rounds_the_mean_to_the_nearest_integer():
     row = comparison_table(seeds).splitlines()[2].split("|")
     assert row[1].strip() == "Deep ensemble"
     assert row[2].strip() == "3"
+
+
+def test_claims_table_renders_each_kind_of_entry():
+    """Quality differences in pp (accuracy-like, 2 decimals) or raw (NLL, 4 decimals); cost claims
+    as the ratio a / b; a missing difference as a dash; one seed without an interval says so."""
+    from freetickets.report.claims import claims_table
+
+    claims = [
+        {"name": "EDST accuracy > dense", "kind": "quality", "difference": 0.0123, "interval": [0.001, 0.02],
+         "verdict": "holds", "seeds": 3},
+        {"name": "EDST NLL < dense", "difference": -0.01234, "interval": [-0.02, -0.001], "verdict": "holds",
+         "seeds": 3},  # no "kind": a quality claim
+        {"name": "a claim of my own", "difference": 0.5, "verdict": "not resolvable", "seeds": 1},
+        {"name": "EDST training FLOPs < dense", "kind": "cost", "difference": -0.25, "interval": [-0.25, -0.25],
+         "verdict": "holds", "seeds": 1},
+        {"name": "DST training FLOPs <= 0.5 x deep ensemble", "kind": "cost", "difference": None,
+         "interval": [None, None], "verdict": "skipped", "reason": "method 'dst' is not in the results", "seeds": 0},
+        {"name": "two seeds, half-open", "difference": -0.1, "interval": [None, 0.2], "verdict": "not resolved",
+         "seeds": 2},
+    ]
+    assert claims_table(claims).splitlines() == [
+        "| Claim | Seeds | Difference | 95% interval | Verdict |",
+        "|:---|---:|---:|---:|:---|",
+        "| EDST accuracy > dense | 3 | +1.23 pp | [+0.10 pp, +2.00 pp] | holds |",
+        "| EDST NLL < dense | 3 | -0.0123 | [-0.0200, -0.0010] | holds |",
+        "| a claim of my own | 1 | +0.5000 | none (1 seed) | not resolvable |",
+        "| EDST training FLOPs < dense | 1 | 0.750× | [0.750×, 0.750×] | holds |",
+        "| DST training FLOPs <= 0.5 x deep ensemble | 0 | — | — | skipped: method 'dst' is not in the results |",
+        "| two seeds, half-open | 2 | -0.1000 | unbounded | not resolved |",
+    ]
+    assert claims_table([]) == ""
+    assert claims_table(claims[:1], fmt="text").splitlines()[2].split() == [
+        "EDST", "accuracy", ">", "dense", "3", "+1.23", "pp", "[+0.10", "pp,", "+2.00", "pp]", "holds"]
