@@ -320,3 +320,27 @@ def test_ood_score_errors_name_the_argument():
         with pytest.raises(ValueError) as info:
             fn([1.0], torch.tensor([float("inf")]))
         assert str(info.value) == "ood_score contains NaN or infinite scores"
+
+
+def test_paired_interval_messages_and_a_unit_variance():
+    from freetickets.metrics.claims import claim, paired_interval
+
+    for diffs, message in (([], "paired_interval needs at least one difference"),
+                           ([1.0, float("nan")], "paired differences must be finite")):
+        with pytest.raises(ValueError) as info:
+            paired_interval(diffs)
+        assert str(info.value) == message
+    for confidence in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError) as info:
+            paired_interval([1.0, 2.0], confidence)
+        assert str(info.value) == "confidence must be in (0, 1)"
+    # differences 1, 2, 3: mean 2, sample variance exactly 1 -- a real interval, not a point
+    mean, lo, hi = paired_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / 3 ** 0.5  # t_{0.975, 2} * sqrt(1 / 3)
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half), rel=1e-9)
+    entry = claim("c", [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], confidence=0.5)
+    assert entry["name"] == "c"
+    assert entry["interval"][1] - 2.0 == pytest.approx(0.8164965809277259 / 3 ** 0.5, rel=1e-9)  # t_{0.75, 2}
+    with pytest.raises(ValueError) as info:
+        claim("c", [1.0], [1.0, 2.0])
+    assert str(info.value) == "claim 'c': 1 vs 2 seeds; pairs need equal counts"

@@ -6,6 +6,7 @@ equality of a strict claim. Also the seed helpers the claims read.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from freetickets.metrics.claims import FAILS, HOLDS, NOT_RESOLVED
 from freetickets.report.claims import NOT_RESOLVABLE, SKIPPED, ClaimSpec, compute_claims
@@ -155,3 +156,31 @@ def test_claims_table_renders_each_kind_of_entry():
     assert claims_table([]) == ""
     assert claims_table(claims[:1], fmt="text").splitlines()[2].split() == [
         "EDST", "accuracy", ">", "dense", "3", "+1.23", "pp", "[+0.10", "pp,", "+2.00", "pp]", "holds"]
+
+
+def test_flatten_skips_what_is_not_a_real_scalar_and_reads_0d_arrays():
+    import numpy as np
+
+    obj = {"ensemble": {"accuracy": np.array(0.5), "nll": torch.tensor(0.25), "flag": True, "none": None,
+                        "vector": torch.tensor([3.0]), "corrupted": {"by_severity": [
+                            "junk", {"accuracy": 0.1}, {"severity": 2, "accuracy": 0.4}]}},
+           "members": ["junk", {"accuracy": 0.7}],
+           "cost": {"dense_params": 10}}
+    flat = flatten_metrics(obj)
+    assert flat["accuracy"] == 0.5 and flat["nll"] == 0.25
+    assert "flag" not in flat and "none" not in flat and "vector" not in flat
+    assert flat["corrupted.severity_2.accuracy"] == 0.4
+    assert "corrupted.severity_2.severity" not in flat
+    assert flat["members.1.accuracy"] == 0.7 and flat["members.count"] == 2.0
+    assert "cost.nonzero_params_vs_dense" not in flat and flat["cost.dense_params"] == 10.0
+
+
+def test_seed_helpers_messages_and_two_seed_spread():
+    with pytest.raises(ValueError) as info:
+        seed_list([])
+    assert str(info.value) == "per_seed: expected at least one {method: evaluation} mapping, got none"
+    with pytest.raises(ValueError) as info:
+        seed_list([{"dense": {}}, 3])
+    assert str(info.value) == "per_seed[1]: expected a mapping method -> evaluation object"
+    agg = aggregate_seeds([{"edst": {"ensemble": {"accuracy": a}}} for a in (0.8, 0.9)])
+    assert agg["edst"]["accuracy"][1] == pytest.approx(0.1 / 2 ** 0.5, rel=1e-12)  # two seeds: a real std

@@ -184,3 +184,34 @@ def test_a_jump_of_three_tenths_moves_three_of_ten_active_weights():
     engine = SparseEngine(model, None, masks=masks, update_interval=None, grow="random")
     engine.update_topology(0.3)
     assert engine.pruned_total == 3
+
+
+def test_er_scores_a_one_dimensional_weight_with_one_input():
+    """ER: density ~ (n_in + n_out) / (n_in n_out), with n_in = 1 for a 1-D weight (8,)."""
+    from freetickets.sparse.distributions import layer_densities
+
+    d = layer_densities({"a": (8,), "b": (6, 4)}, 0.5, "er")
+    eps = 16 / (9 / 8 * 8 + 10 / 24 * 24)  # target 16 of 32 weights
+    assert d == pytest.approx({"a": eps * 9 / 8, "b": eps * 10 / 24}, rel=1e-12)
+
+
+def test_erk_is_the_default_and_no_sparsity_makes_every_layer_dense():
+    from freetickets.sparse.distributions import layer_active_counts, layer_densities
+
+    shapes = {"conv": (8, 3, 3, 3), "fc": (10, 72)}
+    assert layer_densities(shapes, 0.7) == layer_densities(shapes, 0.7, "erk")
+    assert layer_active_counts(shapes, 0.7) == layer_active_counts(shapes, 0.7, "erk")
+    assert layer_densities(shapes, 0.7) != layer_densities(shapes, 0.7, "er")
+    for dist in ("er", "erk", "uniform"):
+        assert layer_densities(shapes, 0.0, dist) == {"conv": 1.0, "fc": 1.0}
+
+
+def test_a_layer_may_end_with_no_active_weight_and_shape_errors_are_one_line():
+    from freetickets.sparse.distributions import layer_active_counts, layer_densities
+
+    assert layer_active_counts({"tiny": (2, 2), "big": (100, 100)}, 0.99, "uniform") == {"tiny": 0, "big": 100}
+    for shapes, message in (({}, "shapes: no sparsifiable layer given"),
+                            ({"a": (4, 0)}, "shapes: every layer must have at least one weight")):
+        with pytest.raises(ValueError) as info:
+            layer_densities(shapes, 0.5)
+        assert str(info.value) == message
