@@ -184,3 +184,31 @@ def test_seed_helpers_messages_and_two_seed_spread():
     assert str(info.value) == "per_seed[1]: expected a mapping method -> evaluation object"
     agg = aggregate_seeds([{"edst": {"ensemble": {"accuracy": a}}} for a in (0.8, 0.9)])
     assert agg["edst"]["accuracy"][1] == pytest.approx(0.1 / 2 ** 0.5, rel=1e-12)  # two seeds: a real std
+
+
+def test_claim_entries_carry_their_spec_and_incomplete_pairs_are_named():
+    seeds = [_seed(dst={"train_flops": 2.4}, deep={"train_flops": 4.0}),
+             _seed(dst={"train_flops": 4.8}, deep={"train_flops": 8.0})]
+    entry = _one(HALF, seeds)  # two seeds, ratio 0.6 both: above the 0.5 threshold
+    assert {k: entry[k] for k in ("metric", "better", "threshold", "kind")} == {
+        "metric": "cost.train_flops", "better": "lower", "threshold": -0.5, "kind": "cost"}
+    assert entry["verdict"] == FAILS and entry["seeds"] == 2
+    seeds[1] = _seed(dst={"train_flops": 4.8})
+    entry = _one(HALF, seeds)
+    assert entry["verdict"] == SKIPPED
+    assert entry["reason"] == "seed 1 lacks 'dst' or 'deep': the pairs are incomplete"
+    one = _one(ACC, [_seed(edst={}, dense={})])
+    assert one["reason"] == "one seed: the seed-to-seed spread cannot be estimated, so no interval"
+
+
+def test_one_seed_cost_claim_that_a_should_be_higher():
+    more = ClaimSpec("more weights", "edst", "dense", "cost.nonzero_params", "higher", kind="cost")
+    assert _one(more, [_seed(edst={"nonzero_params": 5.0}, dense={"nonzero_params": 4.0})])["verdict"] == HOLDS
+    assert _one(more, [_seed(edst={"nonzero_params": 3.0}, dense={"nonzero_params": 4.0})])["verdict"] == FAILS
+
+
+def test_claims_table_fills_missing_verdict_and_seeds():
+    from freetickets.report.claims import claims_table
+
+    line = claims_table([{"name": "bare", "difference": 0.5, "interval": [0.1, 0.9]}]).splitlines()[2]
+    assert line == "| bare | 0 | +0.5000 | [+0.1000, +0.9000] |  |"
