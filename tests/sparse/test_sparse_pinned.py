@@ -166,24 +166,30 @@ def test_cosine_schedule_with_a_one_step_horizon():
 
 
 def test_weights_moved_per_layer_are_computed_exactly_not_in_floating_point():
-    """ceil(0.3 * 10) is 3 (0.3 * 10 in floats is 3.0000000000000004, whose ceil is 4); halves
-    round up (no banker's rounding)."""
+    """The fraction as written: 0.8 of 10 is 8 and 0.9 of 10 is 9, although the binary values of
+    0.8 and 0.9 lie slightly above them (exact binary arithmetic would give 9 and 10), and 0.07 of
+    1000 is 70; halves round up (no banker's rounding)."""
     from freetickets.sparse.selection import ceil_product, round_half_up
 
     assert ceil_product(0.3, 10) == 3
     assert ceil_product(0.7, 10) == 7
+    assert ceil_product(0.8, 10) == 8
+    assert ceil_product(0.9, 10) == 9
+    assert ceil_product(0.55, 20) == 11
+    assert ceil_product(0.07, 1000) == 70
+    assert ceil_product(0.071, 1000) == 71
     assert ceil_product(0.0, 10) == 0
     assert ceil_product(0.01, 10) == 1
     assert [round_half_up(x) for x in (0.5, 1.5, 2.5, 0.49999999999999994, 2.4999)] == [1, 2, 3, 0, 2]
 
 
-def test_a_jump_of_three_tenths_moves_three_of_ten_active_weights():
+def test_a_jump_of_eight_tenths_moves_eight_of_ten_active_weights():
     model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False))
     masks = {"0.weight": torch.zeros(4, 5, dtype=torch.bool)}
     masks["0.weight"].view(-1)[:10] = True  # 10 active of 20
     engine = SparseEngine(model, None, masks=masks, update_interval=None, grow="random")
-    engine.update_topology(0.3)
-    assert engine.pruned_total == 3
+    engine.update_topology(0.8)  # EDST's default jump fraction
+    assert engine.pruned_total == 8
 
 
 def test_er_scores_a_one_dimensional_weight_with_one_input():
