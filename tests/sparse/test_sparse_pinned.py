@@ -168,7 +168,7 @@ def test_cosine_schedule_with_a_one_step_horizon():
 def test_weights_moved_per_layer_are_computed_exactly_not_in_floating_point():
     """The fraction as written: 0.8 of 10 is 8 and 0.9 of 10 is 9, although the binary values of
     0.8 and 0.9 lie slightly above them (exact binary arithmetic would give 9 and 10), and 0.07 of
-    1000 is 70; halves round up (no banker's rounding)."""
+    100 is 7 (float math: 7.000000000000001, ceil 8); halves round up (no banker's rounding)."""
     from freetickets.sparse.selection import ceil_product, round_half_up
 
     assert ceil_product(0.3, 10) == 3
@@ -177,6 +177,7 @@ def test_weights_moved_per_layer_are_computed_exactly_not_in_floating_point():
     assert ceil_product(0.9, 10) == 9
     assert ceil_product(0.55, 20) == 11
     assert ceil_product(0.07, 1000) == 70
+    assert ceil_product(0.07, 100) == 7
     assert ceil_product(0.071, 1000) == 71
     assert ceil_product(0.0, 10) == 0
     assert ceil_product(0.01, 10) == 1

@@ -39,7 +39,7 @@ def ceil_product(fraction: float, count: int) -> int:
 
     The fraction is read as its shortest decimal (``repr``): 0.8 is 4/5, so 0.8 of 10 is 8. Its
     binary value is slightly above 0.8, which would give 9; float math is no remedy either
-    (``0.07 * 1000`` rounds to 70.0 only by luck of the last bit).
+    (``0.07 * 100`` is 7.000000000000001 in floats, whose ceil is 8).
     """
     return math.ceil(Fraction(repr(float(fraction))) * count)
 
