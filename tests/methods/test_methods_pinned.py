@@ -253,3 +253,47 @@ def test_pf_finetuning_never_rescales_the_parents_weights():
     for n, p in setup.model.named_parameters():
         if n in engine.masks:
             assert torch.equal(p[engine.masks[n]], parent[n][engine.masks[n]])
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("dense", [("train", 0, 5)]),
+    ("deep", [("train", 0, 5), ("train", 1, 6), ("train", 2, 7)]),
+    ("dst", [("train", 0, 5), ("train", 1, 6), ("train", 2, 7)]),
+    ("static", [("train", 0, 5), ("train", 1, 6), ("train", 2, 7)]),
+])
+def test_from_scratch_recipes_train_one_job_per_member_with_its_seed(method, expected):
+    cfg = TrainConfig(method=method, members=3, seed=5, epochs=2)
+    jobs = get_recipe(method).jobs(cfg)
+    assert [(j.kind, j.member, j.seed) for j in jobs] == expected
+    assert all(len(j.plan) == 2 and j.tickets == "best" and j.select == "best" for j in jobs)
+    if method != "dense":  # --member K trains member K alone, with its own seed
+        one = TrainConfig(method=method, members=3, seed=5, epochs=2, member=2)
+        assert [(j.member, j.seed) for j in get_recipe(method).jobs(one)] == [(2, 7)]
+
+
+def test_dst_and_static_engines_and_planned_masks():
+    from freetickets.errors import UserError
+
+    dst, static = get_recipe("dst"), get_recipe("static")
+    assert dst.make_engine(_setup(10, update_interval=3)).update_interval == 3
+    assert static.make_engine(_setup(10, update_interval=3)).update_interval is None
+    job = Job("train", 0, 0, [])
+    assert dst.job_masks(TrainConfig(method="dst"), job) == "dynamic"
+    assert static.job_masks(TrainConfig(method="static"), job) == "static"
+    with pytest.raises(UserError) as info:
+        dst.validate(TrainConfig(method="dst", update_interval=None))
+    assert str(info.value) == ("--update-interval: dst needs a topology update interval "
+                               "(use --method static for fixed masks)")
+
+
+def test_sparse_engine_takes_every_sparsity_setting_of_the_run():
+    setup = _setup(20, prune="set", grow="random", prune_fraction=0.3, prune_schedule="cosine",
+                   distribution="uniform", sparse_init="rescale", regrow_pruned=False)
+    setup.job = Job("train", 1, 42, [])
+    setup.check_consistency = True
+    engine = sparse_engine(setup, update_interval=4)
+    assert (engine.prune, engine.grow, engine.prune_fraction, engine.prune_schedule, engine.distribution) == (
+        "set", "random", 0.3, "cosine", "uniform")
+    assert (engine.seed, engine.sparse_init, engine.regrow_pruned, engine.check_consistency) == (
+        42, "rescale", False, True)
+    assert engine.optimizer is setup.optimizer and engine.end_step == 20
