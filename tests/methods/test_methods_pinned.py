@@ -297,3 +297,19 @@ def test_sparse_engine_takes_every_sparsity_setting_of_the_run():
     assert (engine.seed, engine.sparse_init, engine.regrow_pruned, engine.check_consistency) == (
         42, "rescale", False, True)
     assert engine.optimizer is setup.optimizer and engine.end_step == 20
+
+
+def test_snapshot_cycles_flags_job_and_the_one_epoch_per_cycle_edge():
+    from freetickets.errors import UserError
+
+    cfg = TrainConfig(method="snapshot", epochs=5, members=2, lr=1.0, seed=3)
+    plan = snapshot_plan(cfg)
+    assert [(s.phase, s.phase_start, s.phase_end) for s in plan] == [
+        ("cycle", True, False), ("cycle", False, True), ("cycle", True, False), ("cycle", False, False),
+        ("cycle", False, True)]
+    (job,) = get_recipe("snapshot").jobs(cfg)
+    assert (job.kind, job.member, job.seed, job.tickets, job.select) == ("train", 0, 3, "phase", "last")
+    recipe = get_recipe("snapshot")
+    recipe.validate(TrainConfig(method="snapshot", epochs=3, members=3))  # one epoch per cycle is enough
+    with pytest.raises(UserError, match="^--epochs: 2 is fewer than one epoch per cycle for 3 members$"):
+        recipe.validate(TrainConfig(method="snapshot", epochs=2, members=3))

@@ -222,3 +222,22 @@ def test_a_layer_may_end_with_no_active_weight_and_shape_errors_are_one_line():
         with pytest.raises(ValueError) as info:
             layer_densities(shapes, 0.5)
         assert str(info.value) == message
+
+
+def test_grow_rules_fall_back_to_random_with_a_warning_naming_the_layer(caplog):
+    import logging
+
+    from freetickets.sparse.rules import GrowContext, grow_gradient, grow_momentum, momentum_buffer
+
+    weight = torch.zeros(3, 4)
+    eligible = torch.ones(3, 4, dtype=torch.bool)
+    context = GrowContext(grad=None, optimizer_state={}, generator=torch.Generator().manual_seed(0), name="fc.weight")
+    with caplog.at_level(logging.WARNING, logger="freetickets.sparse.rules"):
+        assert int(grow_gradient(weight, eligible, 5, context).sum()) == 5
+        assert int(grow_momentum(weight, eligible, 2, context).sum()) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "grow='gradient': fc.weight has no gradient; growing at random instead",
+        "grow='momentum': fc.weight has no momentum buffer yet; growing at random instead"]
+    adam = torch.ones(3, 4)
+    assert momentum_buffer({"exp_avg": adam}) is adam  # Adam's first moment is the momentum
+    assert momentum_buffer({"step": torch.tensor(1.0)}) is None
