@@ -32,6 +32,7 @@ def _engine_updates(cfg: TrainConfig, steps: int) -> int:
     (7, 1, 0.5, "constant"),  # end step 3: 1, 2
     (3, 5, None, "constant"),  # fewer steps than one interval
     (9, 2, 0.05, "constant"),  # end step max(1, 0) = 1: none
+    (9, 1, 0.05, "constant"),  # end step 1 with updates every step: still none
 ])
 def test_planned_updates_match_the_engines_schedule(steps, interval, fraction, schedule):
     cfg = TrainConfig(method="dst", update_interval=interval, update_end_fraction=fraction, prune_schedule=schedule,
