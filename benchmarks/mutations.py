@@ -18,6 +18,12 @@ Prints one line per mutation (caught/MISSED, seconds, the first failing test) an
 any mutation was missed (or errored), 2 if a target line is not found or the clean run fails.
 The list covers the bugs of issue 13 and grows with new features: add an entry with the line to
 break, the broken version and the test files that must catch it.
+
+Since mutmut runs over the number-computing modules (docs/testing.md), this list keeps only what
+mutmut cannot do: semantic one-line bugs its operators never generate (a whole term dropped, one
+setting read instead of another), bugs in modules it does not mutate (the training loop,
+checkpoints, configuration, evaluation, data readers, plots), and bugs that only a training run
+catches (mutmut's per-mutant test selection leaves training-run tests out to stay fast).
 """
 from __future__ import annotations
 

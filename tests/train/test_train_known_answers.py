@@ -209,7 +209,7 @@ def test_edst_jump_moves_ceil_q_active_weights_by_magnitude_and_gradient(tmp_pat
     assert fraction == q
     for name, (mask, w, g) in before.items():
         active = int(mask.sum())
-        k = min(math.ceil(Fraction(q) * active), mask.numel() - active)
+        k = min(math.ceil(Fraction(repr(q)) * active), mask.numel() - active)  # q as written (0.8 = 4/5)
         removed = mask & ~after[name]
         added = after[name] & ~mask
         assert int(removed.sum()) == k and int(added.sum()) == k, name

@@ -436,7 +436,8 @@ class Ensemble:
         * ``"mutual_information"``: ``H[p̄] - mean_m H[p_m]`` (the epistemic part; 0 for M = 1;
           clamped at 0 against rounding).
         * ``"disagreement"``: fraction of members whose argmax differs from the ensemble's
-          argmax, in ``[0, (M-1)/M]`` (0 when all members agree with the ensemble).
+          argmax, a multiple of 1/M in ``[0, 1]`` (0 when all members agree with the ensemble; 1
+          is possible: every member's top class can differ from the top class of the mean).
         * ``"msp"``: maximum ensemble probability (the OoD score of the evaluation suite).
         """
         probs = self.member_probs(x)

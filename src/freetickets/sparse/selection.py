@@ -35,8 +35,13 @@ def round_half_up(x: float) -> int:
 
 
 def ceil_product(fraction: float, count: int) -> int:
-    """``ceil(fraction * count)`` computed exactly; ``0.3 * 10`` gives 3, not 4 as float math would."""
-    return math.ceil(Fraction(fraction) * count)
+    """``ceil(fraction * count)`` of the fraction as written, computed exactly.
+
+    The fraction is read as its shortest decimal (``repr``): 0.8 is 4/5, so 0.8 of 10 is 8. Its
+    binary value is slightly above 0.8, which would give 9; float math is no remedy either
+    (``0.07 * 100`` is 7.000000000000001 in floats, whose ceil is 8).
+    """
+    return math.ceil(Fraction(repr(float(fraction))) * count)
 
 
 #: Candidate sets at least this large use the sampled band selection (see _band_select).
