@@ -100,9 +100,10 @@ def test_updates_end_at_the_floor_of_the_fraction_of_the_jobs_steps_and_at_least
     assert engine.update_interval == 2
 
 
-def test_cosine_schedule_anneals_to_the_jobs_last_step_and_constant_never_stops():
+def test_cosine_schedule_anneals_to_the_jobs_last_step_and_constant_may_update_on_the_last_step():
     assert sparse_engine(_setup(12, prune_schedule="cosine"), update_interval=3).end_step == 12
-    assert sparse_engine(_setup(12, prune_schedule="constant"), update_interval=3).end_step is None
+    # the presets' constant schedule keeps updating through the job's last step (end_step = total + 1)
+    assert sparse_engine(_setup(12, prune_schedule="constant"), update_interval=3).end_step == 13
     static = sparse_engine(_setup(12), update_interval=None)
     assert static.update_interval is None
 
@@ -213,32 +214,32 @@ def test_pf_finetune_engine_keeps_the_parents_largest_weights_fixed():
     ({"method": "deep", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}]}, None),
     ({"method": "dense", "model": "mlp", "data": "mnist1d", "tickets": [{}, {}, {}]}, None),
 ])
-def test_pf_from_run_checks_the_parents(monkeypatch, manifest, message):
-    import freetickets.train.rundir as rundir
+def test_pf_from_run_checks_the_parents(manifest, message):
     from freetickets.errors import UserError
 
-    monkeypatch.setattr(rundir, "load_complete_manifest", lambda path: manifest)
+    def read(path):
+        assert path == "parents"
+        return manifest
+
     cfg = TrainConfig(method="pf", members=2, model="mlp", data="mnist1d", from_run="parents")
     recipe = get_recipe("pf")
     if message is None:
-        assert recipe.check_sources(cfg) is manifest
+        assert recipe.check_sources(cfg, read) is manifest
     else:
         with pytest.raises(UserError, match="^--from: parents .*" + message.replace("(", r"\(").replace(")", r"\)")):
-            recipe.check_sources(cfg)
-    assert recipe.check_sources(TrainConfig(method="pf", members=2)) is None
+            recipe.check_sources(cfg, read)
+    assert recipe.check_sources(TrainConfig(method="pf", members=2), read) is None
     assert [j.kind for j in recipe.jobs(cfg)] == ["finetune", "finetune"]  # parents come from the run
 
 
-def test_pf_from_run_names_the_flag_when_the_run_cannot_be_read(monkeypatch):
-    import freetickets.train.rundir as rundir
+def test_pf_from_run_names_the_flag_when_the_run_cannot_be_read():
     from freetickets.errors import UserError
 
     def unreadable(path):
         raise UserError(f"{path}: run directory not found")
 
-    monkeypatch.setattr(rundir, "load_complete_manifest", unreadable)
     with pytest.raises(UserError, match="^--from: nowhere: run directory not found$"):
-        get_recipe("pf").check_sources(TrainConfig(method="pf", from_run="nowhere"))
+        get_recipe("pf").check_sources(TrainConfig(method="pf", from_run="nowhere"), unreadable)
 
 
 def test_pf_finetuning_never_rescales_the_parents_weights():
