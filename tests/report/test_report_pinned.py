@@ -193,10 +193,10 @@ def test_claim_entries_carry_their_spec_and_incomplete_pairs_are_named():
     assert {k: entry[k] for k in ("metric", "better", "threshold", "kind")} == {
         "metric": "cost.train_flops", "better": "lower", "threshold": -0.5, "kind": "cost"}
     assert entry["verdict"] == FAILS and entry["seeds"] == 2
+    # a seed that lacks one of the two methods drops out of the pairs; the rest decide the claim
     seeds[1] = _seed(dst={"train_flops": 4.8})
     entry = _one(HALF, seeds)
-    assert entry["verdict"] == SKIPPED
-    assert entry["reason"] == "seed 1 lacks 'dst' or 'deep': the pairs are incomplete"
+    assert entry["verdict"] == FAILS and entry["seeds"] == 1 and entry["interval"] == [-0.4, -0.4]
     one = _one(ACC, [_seed(edst={}, dense={})])
     assert one["reason"] == "one seed: the seed-to-seed spread cannot be estimated, so no interval"
 

@@ -54,10 +54,11 @@ def _color(method: str) -> Any:
     """A stable colour per method (the same method has the same colour in every plot)."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
+    # tab10, then tab20's light shades: 20 distinct colours (tab10 alone repeats from the 11th method on)
+    palette = list(colormaps["tab10"].colors) + list(colormaps["tab20"].colors[1::2])
     if method in METHOD_ORDER:
-        return cmap(METHOD_ORDER.index(method))
-    return cmap((len(METHOD_ORDER) + sum(map(ord, method))) % 10)
+        return palette[METHOD_ORDER.index(method) % len(palette)]
+    return palette[(len(METHOD_ORDER) + sum(map(ord, method))) % len(palette)]
 
 
 def _figure(n_panels: int, max_cols: int = 3, panel_size: tuple[float, float] = (4.0, 3.4)):
