@@ -32,14 +32,14 @@ def test_a_tie_keeps_the_earlier_epoch(tmp_path, monkeypatch):
     manifest, rows = _train_with_scores(tmp_path, monkeypatch, [0.5, 0.7, 0.7, 0.6],
                                         method="dense", epochs=4)
     (ticket,) = manifest["tickets"]
-    assert ticket["epoch"] == 1 and ticket["val_accuracy"] == 0.7
+    assert ticket["epoch"] == 2 and ticket["val_accuracy"] == 0.7  # epochs are numbered from 1
     assert [r["best"] for r in rows] == [True, True, False, False]
-    assert load_ticket(tmp_path / "run" / ticket["file"]).meta["epoch"] == 1
+    assert load_ticket(tmp_path / "run" / ticket["file"]).meta["epoch"] == 2
 
 
 def test_a_strictly_better_later_epoch_replaces_the_ticket(tmp_path, monkeypatch):
     manifest, rows = _train_with_scores(tmp_path, monkeypatch, [0.7, 0.6, 0.7, 0.71],
                                         method="dense", epochs=4)
     (ticket,) = manifest["tickets"]
-    assert ticket["epoch"] == 3 and ticket["val_accuracy"] == pytest.approx(0.71)
+    assert ticket["epoch"] == 4 and ticket["val_accuracy"] == pytest.approx(0.71)  # the 4th of 4 epochs
     assert [r["best"] for r in rows] == [True, False, False, True]
