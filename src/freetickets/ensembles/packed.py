@@ -116,11 +116,53 @@ def shared_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, memb
     with the members' output channels concatenated (``weight`` (M*O, ...), ``bias`` (M*O,)),
     ``(B, ...) -> (M*B, O, ...)`` member-major (a view at B = 1)."""
     if conv_args is None:
+        if x.shape[0] > 1:
+            # (M, B, O) directly: the matmul reads the (narrower) input M times instead of the
+            # (B, M*O) output being copied into member-major order afterwards.
+            f = x.shape[-1]
+            w = weight.reshape(f, members, -1).transpose(0, 1)  # (M, F, O) view
+            out = torch.baddbmm(bias.reshape(members, 1, -1), x.unsqueeze(0).expand(members, -1, -1), w)
+            return out.reshape(-1, out.shape[-1])
         out = torch.addmm(bias, x, weight)  # weight (F, M*O)
     else:
         out = (F.conv1d if x.dim() == 3 else F.conv2d)(x, weight, bias, *conv_args)
     b, rest = out.shape[0], out.shape[2:]
     return out.reshape(b, members, -1, *rest).transpose(0, 1).reshape(members * b, -1, *rest)
+
+
+_FRESH_FNS = (packed_linear, packed_conv, packed_affine, shared_layer)
+_FRESH_MODULES = (nn.Linear, *_CONVS, *_NORMS)
+
+
+def _fresh_input(node: fx.Node, fresh) -> bool:
+    """True when ``node``'s input is a new tensor that only ``node`` reads (``fresh(src)``)."""
+    src = node.args[0] if node.args else None
+    return isinstance(src, fx.Node) and len(src.users) == 1 and fresh(src)
+
+
+def relu_in_place(graph: fx.Graph, modules: dict[str, nn.Module] | None = None) -> None:
+    """Make ReLUs in-place where their input is a new tensor that nothing else reads.
+
+    Saves one activation-sized allocation and pass over memory per ReLU, a noticeable share of a
+    large batch's time on the CPU. Without ``modules``: ``torch.relu`` nodes after the packed
+    layers; with the GraphModule's ``modules``: ``nn.ReLU`` modules after Linear / Conv /
+    BatchNorm modules, only when every call of that ReLU module qualifies (one module may be
+    called at several places).
+    """
+    if modules is None:
+        for node in graph.nodes:
+            if node.op == "call_function" and node.target is torch.relu and _fresh_input(
+                    node, lambda src: src.op == "call_function" and src.target in _FRESH_FNS):
+                node.target = torch.relu_
+        return
+    sites: dict[str, list[bool]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.ReLU):
+            sites.setdefault(node.target, []).append(_fresh_input(
+                node, lambda src: src.op == "call_module" and isinstance(modules.get(src.target), _FRESH_MODULES)))
+    for target, ok in sites.items():
+        if all(ok):
+            modules[target].inplace = True
 
 
 def replicate(x: torch.Tensor, members: int) -> torch.Tensor:
@@ -180,6 +222,10 @@ class PackedMembers(nn.Module):
 
             folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
             self.graph_module = self._pack(folded)
+            relu_in_place(self.graph_module.graph)
+            self.graph_module.recompile()
+            for g in folded:
+                relu_in_place(g.graph, dict(g.named_modules()))
             self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
             self.folded = nn.ModuleList(folded)
             self.path = "packed"
@@ -268,7 +314,10 @@ class PackedMembers(nn.Module):
         """The packed node(s) for call_module ``name`` (the members' folded modules ``mods``)."""
         first = mods[0]
         if type(first) is nn.Linear:
-            w = const(name + ".w", _stack([m.weight.t() for m in mods]))
+            # (M, F, O) as a transposed view of contiguous (M, O, F): the batched matmul then reads
+            # each member's weight in nn.Linear's own layout, measured up to 1.5x faster than a
+            # contiguous (M, F, O) for narrow outputs (the logit layer) at batch 256.
+            w = const(name + ".w", _stack([m.weight for m in mods]).transpose(1, 2))
             bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in mods]
             b = const(name + ".b", _stack(bias).unsqueeze(1))
             return graph.call_function(packed_linear, (args[0], w, b))
