@@ -1,5 +1,5 @@
 """The packed forward's layout optimisations keep the members' outputs exactly: in-place ReLUs,
-zero-padded convolution channels, the member-major shared Linear (src/freetickets/ensembles/packed.py)."""
+zero-padded convolution channels, the member-major shared Linear (src/freetickets/ensembles/layouts.py, packed.py)."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,8 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
-from freetickets.ensembles.packed import PackedMembers, pad_conv_channels, relu_in_place, shared_layer
+from freetickets.ensembles.layouts import pad_conv_channels, relu_in_place
+from freetickets.ensembles.packed import PackedMembers, shared_layer
 from freetickets.models.registry import create_model
 
 

@@ -27,6 +27,13 @@ enough to run at full speed, and grouped convolutions (the fused form's
 way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
 --structure channel`` prints both paths forced).
 
+Layout details, each measured at batch 256 on the 2-core CPU (docs/benchmarks.md): ReLUs whose
+input nothing else reads run in place (no fresh activation buffer); at B > 1 the shared first
+Linear writes member-major rows directly instead of copying its ``(B, M*O)`` output; stacked
+Linear weights are kept in nn.Linear's ``(O, F)`` layout; and in the folded members a Conv ->
+ReLU -> Conv chain gets zero channels up to a multiple of 16 (``layouts.pad_conv_channels``,
+exact) where that adds at most 1/8 more channels.
+
 The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
 stacked per layer. A model that FX cannot trace, or with any other module holding parameters
 or buffers, raises ``TypeError`` at construction (callers then run the members one after
@@ -44,6 +51,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from freetickets.ensembles.layouts import pad_conv_channels, relu_in_place
 
 __all__ = ["PackedMembers", "SMALL_INPUTS"]
 
@@ -130,95 +139,6 @@ def shared_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, memb
     return out.reshape(b, members, -1, *rest).transpose(0, 1).reshape(members * b, -1, *rest)
 
 
-_FRESH_FNS = (packed_linear, packed_conv, packed_affine, shared_layer)
-_FRESH_MODULES = (nn.Linear, *_CONVS, *_NORMS)
-
-
-def _fresh_input(node: fx.Node, fresh) -> bool:
-    """True when ``node``'s input is a new tensor that only ``node`` reads (``fresh(src)``)."""
-    src = node.args[0] if node.args else None
-    return isinstance(src, fx.Node) and len(src.users) == 1 and fresh(src)
-
-
-def relu_in_place(graph: fx.Graph, modules: dict[str, nn.Module] | None = None) -> None:
-    """Make ReLUs in-place where their input is a new tensor that nothing else reads.
-
-    Saves one activation-sized allocation and pass over memory per ReLU, a noticeable share of a
-    large batch's time on the CPU. Without ``modules``: ``torch.relu`` nodes after the packed
-    layers; with the GraphModule's ``modules``: ``nn.ReLU`` modules after Linear / Conv /
-    BatchNorm modules, only when every call of that ReLU module qualifies (one module may be
-    called at several places).
-    """
-    if modules is None:
-        for node in graph.nodes:
-            if node.op == "call_function" and node.target is torch.relu and _fresh_input(
-                    node, lambda src: src.op == "call_function" and src.target in _FRESH_FNS):
-                node.target = torch.relu_
-        return
-    sites: dict[str, list[bool]] = {}
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.ReLU):
-            sites.setdefault(node.target, []).append(_fresh_input(
-                node, lambda src: src.op == "call_module" and isinstance(modules.get(src.target), _FRESH_MODULES)))
-    for target, ok in sites.items():
-        if all(ok):
-            modules[target].inplace = True
-
-
-#: Channel counts of convolutions are padded up to a multiple of this (oneDNN's AVX-512 block of
-#: 16 floats) when that adds at most 1/8 more channels: measured on the 2-core CPU at batch 256,
-#: a 1 -> 110 channel Conv1d took 0.25 ms and 1 -> 112 0.16 ms, a 110 -> 41 one 0.88 ms and
-#: 112 -> 41 0.82 ms (the 41 -> 48 padding, +17 %, measured no faster and is not done).
-CHANNEL_BLOCK = 16
-
-
-def pad_conv_channels(gm: fx.GraphModule, block: int = CHANNEL_BLOCK) -> int:
-    """Pad Conv -> ReLU -> Conv chains of ``gm`` with zero channels, in place; returns how many
-    convolutions were padded.
-
-    The producer gets zero weight rows and zero bias (its extra outputs are 0, ReLU keeps them
-    0), the consumer zero input columns: the outputs are exactly unchanged. Only chains whose
-    tensors have no other user and whose modules are called once are touched (pass a GraphModule
-    that owns its modules, e.g. ``fuse``'s deep copy: ``fx.symbolic_trace`` shares the model's).
-    """
-    modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[n.target] = calls.get(n.target, 0) + 1
-
-    def conv(n: Any) -> nn.Module | None:
-        mod = modules.get(n.target) if isinstance(n, fx.Node) and n.op == "call_module" else None
-        ok = isinstance(mod, _CONVS) and mod.groups == 1 and calls.get(n.target) == 1
-        return mod if ok else None
-
-    padded = 0
-    for node in gm.graph.nodes:
-        producer = conv(node)
-        if producer is None or len(node.users) != 1:
-            continue
-        act = next(iter(node.users))
-        is_relu = (act.op == "call_module" and isinstance(modules.get(act.target), nn.ReLU)) or (
-            act.op == "call_function" and act.target in (torch.relu, torch.relu_, F.relu))
-        consumer = conv(next(iter(act.users))) if is_relu and len(act.users) == 1 else None
-        out = producer.out_channels
-        extra = -out % block
-        if consumer is None or extra == 0 or extra * 8 > out or next(iter(act.users)).args[0] is not act:
-            continue
-        with torch.no_grad():
-            w = producer.weight
-            producer.weight = nn.Parameter(torch.cat([w, w.new_zeros(extra, *w.shape[1:])]), requires_grad=False)
-            b = producer.bias if producer.bias is not None else w.new_zeros(out)
-            producer.bias = nn.Parameter(torch.cat([b, b.new_zeros(extra)]), requires_grad=False)
-            producer.out_channels = out + extra
-            w = consumer.weight
-            consumer.weight = nn.Parameter(torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1),
-                                           requires_grad=False)
-            consumer.in_channels = out + extra
-        padded += 1
-    return padded
-
-
 def replicate(x: torch.Tensor, members: int) -> torch.Tensor:
     """The input ``(B, ...)`` for every member: ``(M*B, ...)``, member-major."""
     return x.repeat(members, *([1] * (x.dim() - 1)))
@@ -276,7 +196,7 @@ class PackedMembers(nn.Module):
 
             folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
             self.graph_module = self._pack(folded)
-            relu_in_place(self.graph_module.graph)
+            relu_in_place(self.graph_module.graph, fresh_fns=(packed_linear, packed_conv, packed_affine, shared_layer))
             self.graph_module.recompile()
             for g in folded:  # after _pack: the packed graph keeps the exact channel counts
                 relu_in_place(g.graph, dict(g.named_modules()))
