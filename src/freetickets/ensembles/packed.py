@@ -30,8 +30,8 @@ way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ense
 Layout details, each measured at batch 256 on the 2-core CPU (docs/benchmarks.md): ReLUs whose
 input nothing else reads run in place (no fresh activation buffer); at B > 1 the shared first
 Linear writes member-major rows directly instead of copying its ``(B, M*O)`` output; stacked
-Linear weights are kept in nn.Linear's ``(O, F)`` layout; and in the folded members a Conv ->
-ReLU -> Conv chain gets zero channels up to a multiple of 16 (``layouts.pad_conv_channels``,
+Linear weights are kept in nn.Linear's ``(O, F)`` layout; and in the folded members a Conv1d ->
+ReLU -> Conv1d chain gets zero channels up to a multiple of 16 (``layouts.pad_conv_channels``,
 exact) where that adds at most 1/8 more channels.
 
 The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
