@@ -27,6 +27,13 @@ enough to run at full speed, and grouped convolutions (the fused form's
 way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
 --structure channel`` prints both paths forced).
 
+Layout details, each measured at batch 256 on the 2-core CPU (docs/benchmarks.md): ReLUs whose
+input nothing else reads run in place (no fresh activation buffer); at B > 1 the shared first
+Linear writes member-major rows directly instead of copying its ``(B, M*O)`` output; stacked
+Linear weights are kept in nn.Linear's ``(O, F)`` layout; and in the folded members a Conv1d ->
+ReLU -> Conv1d chain gets zero channels up to a multiple of 16 (``layouts.pad_conv_channels``,
+exact) where that adds at most 1/8 more channels.
+
 The graph comes from ``torch.fx`` tracing member 0 after folding; the members' weights are
 stacked per layer. A model that FX cannot trace, or with any other module holding parameters
 or buffers, raises ``TypeError`` at construction (callers then run the members one after
@@ -44,6 +51,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from freetickets.ensembles.layouts import pad_conv_channels, relu_in_place
 
 __all__ = ["PackedMembers", "SMALL_INPUTS"]
 
@@ -116,6 +125,13 @@ def shared_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, memb
     with the members' output channels concatenated (``weight`` (M*O, ...), ``bias`` (M*O,)),
     ``(B, ...) -> (M*B, O, ...)`` member-major (a view at B = 1)."""
     if conv_args is None:
+        if x.shape[0] > 1:
+            # (M, B, O) directly: the matmul reads the (narrower) input M times instead of the
+            # (B, M*O) output being copied into member-major order afterwards.
+            f = x.shape[-1]
+            w = weight.reshape(f, members, -1).transpose(0, 1)  # (M, F, O) view
+            out = torch.baddbmm(bias.reshape(members, 1, -1), x.unsqueeze(0).expand(members, -1, -1), w)
+            return out.reshape(-1, out.shape[-1])
         out = torch.addmm(bias, x, weight)  # weight (F, M*O)
     else:
         out = (F.conv1d if x.dim() == 3 else F.conv2d)(x, weight, bias, *conv_args)
@@ -180,6 +196,11 @@ class PackedMembers(nn.Module):
 
             folded = [fuse(copy.deepcopy(m).eval()) for m in self.members]
             self.graph_module = self._pack(folded)
+            relu_in_place(self.graph_module.graph, fresh_fns=(packed_linear, packed_conv, packed_affine, shared_layer))
+            self.graph_module.recompile()
+            for g in folded:  # after _pack: the packed graph keeps the exact channel counts
+                relu_in_place(g.graph, dict(g.named_modules()))
+                pad_conv_channels(g)
             self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
             self.folded = nn.ModuleList(folded)
             self.path = "packed"
@@ -268,7 +289,10 @@ class PackedMembers(nn.Module):
         """The packed node(s) for call_module ``name`` (the members' folded modules ``mods``)."""
         first = mods[0]
         if type(first) is nn.Linear:
-            w = const(name + ".w", _stack([m.weight.t() for m in mods]))
+            # (M, F, O) as a transposed view of contiguous (M, O, F): the batched matmul then reads
+            # each member's weight in nn.Linear's own layout, measured up to 1.5x faster than a
+            # contiguous (M, F, O) for narrow outputs (the logit layer) at batch 256.
+            w = const(name + ".w", _stack([m.weight for m in mods]).transpose(1, 2))
             bias = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in mods]
             b = const(name + ".b", _stack(bias).unsqueeze(1))
             return graph.call_function(packed_linear, (args[0], w, b))
