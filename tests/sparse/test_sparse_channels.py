@@ -179,13 +179,14 @@ def test_regrown_channel_starts_with_zero_outgoing_columns_and_unit_bn():
         assert not torch.equal(model(x), out_before)  # pruning did change it
 
 
-def test_resume_is_bitwise():
-    model, opt, engine, shape = _setup("cnn1d", update_interval=2)
+@pytest.mark.parametrize("name", ["cnn1d", "wrn-10-2"])
+def test_resume_is_bitwise(name):
+    model, opt, engine, shape = _setup(name, update_interval=2)
     _train(model, opt, engine, shape, steps=3)
     state = copy.deepcopy((model.state_dict(), opt.state_dict(), engine.state_dict()))
     _train(model, opt, engine, shape, steps=4, seed=7)
 
-    model2, opt2, engine2, _ = _setup("cnn1d", update_interval=2, seed=0)
+    model2, opt2, engine2, _ = _setup(name, update_interval=2, seed=0)
     model2.load_state_dict(state[0])
     opt2.load_state_dict(state[1])
     engine2.load_state_dict(state[2])
@@ -218,7 +219,7 @@ def test_bad_arguments_are_value_errors():
         SparseEngine(model, None, masks=unstructured, structure="channel", example_inputs=torch.zeros(2, 1, 40))
 
 
-@pytest.mark.parametrize("name", ["cnn1d", "lenet5"])
+@pytest.mark.parametrize("name", ["cnn1d", "lenet5", "wrn-10-2"])
 def test_density_flops_equal_flop_counter_on_the_slim_network(name):
     """Oracle: FLOPs counted by density (flops/) are exactly FlopCounterMode's on the slim network."""
     from torch.utils.flop_counter import FlopCounterMode
