@@ -10,11 +10,15 @@ example batch). For each sparse Conv/Linear layer ``P`` the pruning group of one
 says which other tensors index that channel: the consumers' input columns (with the index map
 through ``flatten``), the BatchNorm that normalises it, and any other producer coupled to it. ``P``
 may lose output channels ("removable") only when its group holds nothing but BatchNorms,
-parameter-free operations and consumers that are ungrouped Conv/Linear layers. It keeps all its
-output channels when the group joins another producer (residual addition, concatenated
-producers), holds a module we cannot zero exactly per channel (GroupNorm/LayerNorm mix channels;
-attention), or has no consumer (it produces the model's output, e.g. the logits). Kept layers'
-input columns still follow their producers. We use the graph only to *find* these tensors: the
+parameter-free operations and ungrouped Conv/Linear layers. It keeps all its output channels when
+the group holds a module we cannot zero exactly per channel (GroupNorm/LayerNorm mix channels;
+attention), joins a producer outside the sparse set, or has no consumer (it produces the model's
+output, e.g. the logits). Kept layers' input columns still follow their producers.
+
+**Residual groups**: producers whose outputs are added together form one channel unit
+(:mod:`freetickets.sparse.channel_graph`): they keep the same output channels, get one count
+from the unit's density (the numel-weighted mean of the producers' densities), and prune and
+regrow together; the unit's score uses the stream's consumers and the mean BatchNorm scale. We use the graph only to *find* these tensors: the
 masks, not torch-pruning, remove the channels, so the network keeps its shapes during training.
 
 **Exact zeros.** A removed channel is 0 in its weight rows, its bias, and its BatchNorm's affine
