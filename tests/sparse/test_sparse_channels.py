@@ -19,7 +19,7 @@ from freetickets.sparse import SparseEngine
 from freetickets.sparse.channels import allocate_channels, build_channel_layers
 from freetickets.sparse.params import sparsifiable_parameters
 
-SHAPES = {"mlp": (1, 40), "cnn1d": (1, 40), "lenet5": (1, 28, 28), "wrn-16-2": (3, 32, 32),
+SHAPES = {"mlp": (1, 40), "cnn1d": (1, 40), "lenet5": (1, 28, 28), "wrn-16-2": (3, 32, 32), "wrn-10-2": (3, 16, 16),
           "resnet18": (3, 8, 8), "vgg16": (3, 32, 32)}
 
 
@@ -73,13 +73,14 @@ def _assert_contract(model, opt, engine) -> None:
 
 
 def _slim_copy(model, engine, shape) -> nn.Module:
-    """Physically remove the masked-out output channels with torch-pruning."""
+    """Physically remove the masked-out output channels with torch-pruning (one call per
+    pruning group: the producers of a residual group are cut once, by the first of them)."""
     slim = copy.deepcopy(model).eval()
     modules = dict(slim.named_modules())
     dg = tp.DependencyGraph().build_dependency(slim, example_inputs=torch.zeros(2, *shape))
-    for name, keep in _keep_out(engine).items():
+    for j, (name, keep) in enumerate(_keep_out(engine).items()):
         removed = (~keep).nonzero().view(-1).tolist()
-        if not removed:
+        if not removed or engine._channels.layers[j].leader is not None:
             continue
         module = modules[name.rsplit(".", 1)[0]]
         fn = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
@@ -178,13 +179,14 @@ def test_regrown_channel_starts_with_zero_outgoing_columns_and_unit_bn():
         assert not torch.equal(model(x), out_before)  # pruning did change it
 
 
-def test_resume_is_bitwise():
-    model, opt, engine, shape = _setup("cnn1d", update_interval=2)
+@pytest.mark.parametrize("name", ["cnn1d", "wrn-10-2"])
+def test_resume_is_bitwise(name):
+    model, opt, engine, shape = _setup(name, update_interval=2)
     _train(model, opt, engine, shape, steps=3)
     state = copy.deepcopy((model.state_dict(), opt.state_dict(), engine.state_dict()))
     _train(model, opt, engine, shape, steps=4, seed=7)
 
-    model2, opt2, engine2, _ = _setup("cnn1d", update_interval=2, seed=0)
+    model2, opt2, engine2, _ = _setup(name, update_interval=2, seed=0)
     model2.load_state_dict(state[0])
     opt2.load_state_dict(state[1])
     engine2.load_state_dict(state[2])
@@ -217,7 +219,7 @@ def test_bad_arguments_are_value_errors():
         SparseEngine(model, None, masks=unstructured, structure="channel", example_inputs=torch.zeros(2, 1, 40))
 
 
-@pytest.mark.parametrize("name", ["cnn1d", "lenet5"])
+@pytest.mark.parametrize("name", ["cnn1d", "lenet5", "wrn-10-2"])
 def test_density_flops_equal_flop_counter_on_the_slim_network(name):
     """Oracle: FLOPs counted by density (flops/) are exactly FlopCounterMode's on the slim network."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -267,3 +269,90 @@ def test_unstructured_stays_the_default_and_unchanged():
                      not torch.equal(m.reshape(m.shape[0], -1).any(dim=1), m.reshape(m.shape[0], -1).all(dim=1))
                      for m in a.masks.values())
     assert rows_mixed  # unstructured masks are not channel masks
+
+
+def _residual_units(engine) -> list[list[int]]:
+    layers = engine._channels.layers
+    return [[j, *layer.members] for j, layer in enumerate(layers) if layer.members]
+
+
+@pytest.mark.parametrize("name", ["wrn-10-2", "wrn-16-2", "resnet18"])
+def test_residual_groups_shrink_jointly_and_equal_the_slim_member(name):
+    """Every producer of a residual stream removes the same channels; the stream really shrinks;
+    the masked network equals ensembles.slim's physically smaller member after updates."""
+    from freetickets.ensembles.slim import slim_member
+
+    model, opt, engine, shape = _setup(name, update_interval=2)
+    units = _residual_units(engine)
+    assert units and all(len(unit) >= 2 for unit in units)
+    channels = engine._channels
+
+    def check_units() -> None:
+        for unit in units:
+            first = channels.keep_out[unit[0]]
+            assert 0 < int(first.sum()) < first.numel(), channels.layers[unit[0]].name  # the stream shrinks
+            for j in unit[1:]:
+                assert torch.equal(channels.keep_out[j], first), channels.layers[j].name
+
+    check_units()
+    before = [channels.keep_out[unit[0]].clone() for unit in units]
+    _train(model, opt, engine, shape, steps=3)
+    engine.update_topology(0.5)
+    assert any(not torch.equal(b, channels.keep_out[u[0]]) for b, u in zip(before, units)), "units must move"
+    check_units()
+    _assert_contract(model, opt, engine)
+    _train(model, opt, engine, shape, steps=1)
+    _assert_contract(model, opt, engine)
+    slim = slim_member(model, dict(engine.masks), shape, check=False)
+    slim_params = dict(slim.named_parameters())
+    for unit in units:  # every producer of the stream is physically smaller, by the same channels
+        for j in unit:
+            name_j = channels.layers[j].name
+            assert slim_params[name_j].shape[0] == channels.counts[j] < channels.layers[j].out_channels, name_j
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), slim(x), atol=1e-4, rtol=1e-4)
+
+
+def test_residual_group_regrowth_restarts_every_bn_and_leaves_the_output_unchanged():
+    model, opt, engine, shape = _setup("wrn-10-2", update_interval=None, regrow_pruned=False)
+    _train(model, opt, engine, shape, steps=2)
+    channels = engine._channels
+    unit = _residual_units(engine)[0]
+    before = channels.keep_out[unit[0]].clone()
+    model.eval()
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(2))
+    names = [channels.layers[j].name for j in unit]
+    kept_before = {n: channels.keep_out[j].clone() for n, j in zip(names, unit)}
+    engine.update_topology(1e-9)  # one channel per unit
+    grown = channels.keep_out[unit[0]] & ~before
+    assert int(grown.sum()) == 1
+    for n, j in zip(names, unit):
+        assert torch.equal(channels.keep_out[j] & ~kept_before[n], grown), n
+    norms = channels.layers[unit[0]].norms
+    assert norms  # the BatchNorm(s) normalising the stream
+    for norm, idx in norms:
+        assert torch.all(norm.weight[idx[grown]] == 1) and torch.all(norm.bias[idx[grown]] == 0)
+        assert torch.all(norm.running_mean[idx[grown]] == 0) and torch.all(norm.running_var[idx[grown]] == 1)
+    # the regrown channel contributes exactly 0 to the output: silencing it in every producer changes nothing
+    silent = copy.deepcopy(model)
+    params = dict(silent.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n][grown] = 0
+        assert torch.equal(model(x), silent(x))
+
+
+def test_residual_group_counts_hit_the_target_and_mismatched_masks_are_refused():
+    model, opt, engine, shape = _setup("wrn-16-2")
+    total = sum(int(m.sum()) for m in engine.masks.values())
+    numel = sum(m.numel() for m in engine.masks.values())
+    block = max(m[0].numel() for m in engine.masks.values())
+    assert abs(total - round(0.2 * numel)) <= block
+    unit = _residual_units(engine)[0]
+    masks = {n: m.clone() for n, m in engine.masks.items()}
+    bad = engine._channels.layers[unit[1]].name
+    row = int(engine._channels.keep_out[unit[1]].nonzero()[0])
+    masks[bad][row] = False  # one producer drops a channel its group keeps
+    with pytest.raises(ValueError, match="same output channels"):
+        SparseEngine(model, None, masks=masks, structure="channel", example_inputs=torch.zeros(2, *shape))

@@ -7,6 +7,13 @@ each of its output channels, and whether the layer may lose channels at all. Why
 torch-pruning remove the channels: during training the network keeps its shapes (masks remove
 channels, so the optimizer, checkpoints and DDP see the same tensors); physical removal is the
 slim exporter's job. The result is plain tensors; the graph is discarded.
+
+**Residual groups.** When a layer's output channels are added to other layers' outputs (a
+residual stream: a stage's stem or shortcut conv and every block's last conv), all those
+producers form one channel *unit*: the lowest-indexed producer is the unit's leader and holds
+the unit's consumers, BatchNorms and per-channel tensors (every producer's bias, every BatchNorm
+of the stream); the other producers list the leader in ``leader`` and mirror its kept channels.
+A unit shrinks only when every producer in it is a sparse, ungrouped Conv/Linear weight.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ class ChannelLayer:
     outgoing: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     extras: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     norms: list[tuple[nn.Module, torch.Tensor]] = field(default_factory=list)
+    leader: int | None = None  # a coupled producer: the index of its unit's leader (module docstring)
+    members: list[int] = field(default_factory=list)  # on a leader: the other producers of its unit
 
     @property
     def removable(self) -> bool:
@@ -63,27 +72,30 @@ def _group(dg, module: nn.Module, index: int):
     return dg.get_pruning_group(module, fn, idxs=[index])
 
 
-def _scan_group(dg, module: nn.Module) -> tuple[str, list, list]:
-    """Classify channel 0's pruning group of ``module``: (kept reason, consumer modules, norms)."""
-    consumers, norms = [], []
-    for dep, _ in _group(dg, module, 0):
+def _scan_group(dg, module: nn.Module) -> tuple[str, list, list, list]:
+    """Classify channel 0's pruning group of ``module``: (kept reason, consumer modules, norms,
+    the other producers coupled to it)."""
+    consumers, norms, producers = [], [], []
+    for dep, idxs in _group(dg, module, 0):
         target, kind = dep.target.module, _handler_kind(dep.handler)
         if target is module:
             continue
         if isinstance(target, _LAYER_TYPES):
-            if kind == "out":
-                return "its output joins another layer's output (residual addition or shared channels)", [], []
             if getattr(target, "groups", 1) != 1:
-                return "a grouped convolution consumes it", [], []
-            if target not in consumers:
-                consumers.append(target)
+                return "a grouped convolution consumes it", [], [], []
+            if kind == "out" and ([int(i) for i in idxs] != [0] or target.weight.shape[0] != module.weight.shape[0]):
+                return "its output joins another layer's output with a different channel order", [], [], []
+            bucket = producers if kind == "out" else consumers
+            if target not in bucket:
+                bucket.append(target)
         elif isinstance(target, nn.modules.batchnorm._BatchNorm):
-            norms.append(target)
+            if target not in norms:
+                norms.append(target)
         elif any(True for _ in target.parameters(recurse=False)):
-            return f"its channels reach {type(target).__name__}, which cannot drop one channel exactly", [], []
+            return f"its channels reach {type(target).__name__}, which cannot drop one channel exactly", [], [], []
     if not consumers:
-        return "it produces the model's output", [], []
-    return "", consumers, norms
+        return "it produces the model's output", [], [], []
+    return "", consumers, norms, producers
 
 
 def _columns(dg, module: nn.Module, consumer: nn.Module, out: int) -> torch.Tensor | None:
@@ -120,16 +132,24 @@ def build_channel_layers(model: nn.Module, named: Sequence[tuple[str, nn.Paramet
     finally:
         model.train(was_training)
     layers: list[ChannelLayer] = []
+    unit_of: dict[int, int] = {}  # id(module) of a coupled producer -> index of its unit's leader
     for name, p in named:
         module = owners.get(id(p))
         cell = math.prod(int(s) for s in p.shape[2:])
         layer = ChannelLayer(name, int(p.shape[0]), int(p.shape[1]) if p.dim() > 1 else 1, cell)
+        if module is not None and id(module) in unit_of:  # a later producer of a unit seen already
+            layer.leader = unit_of[id(module)]
+            layers[layer.leader].members.append(len(layers))
+            layers.append(layer)
+            continue
         if module is None:
             layer.kept_reason = "it is not a Conv/Linear weight"
         elif getattr(module, "groups", 1) != 1:
             layer.kept_reason = "grouped convolution"
         else:
-            reason, consumers, norms = _scan_group(dg, module)
+            reason, consumers, norms, producers = _scan_group(dg, module)
+            if not reason and any(id(q.weight) not in index_of for q in producers):
+                reason = "its output joins the output of a layer that is not sparse (residual addition)"
             layer.kept_reason = reason
             for consumer in consumers:
                 columns = _columns(dg, module, consumer, layer.out_channels)
@@ -143,8 +163,11 @@ def build_channel_layers(model: nn.Module, named: Sequence[tuple[str, nn.Paramet
                     layer.consumers.append((index_of[id(consumer.weight)], columns))
             if not layer.kept_reason:
                 idx = torch.arange(layer.out_channels)
-                if module.bias is not None:
-                    layer.extras.append((module.bias, idx))
+                for producer in (module, *producers):  # a unit's leader holds every producer's bias
+                    if producer.bias is not None:
+                        layer.extras.append((producer.bias, idx))
+                    if producer is not module:
+                        unit_of[id(producer)] = len(layers)
                 for norm in norms:
                     layer.norms.append((norm, idx))
                     layer.extras += [(t, idx) for t in (norm.weight, norm.bias) if t is not None]

@@ -10,11 +10,15 @@ example batch). For each sparse Conv/Linear layer ``P`` the pruning group of one
 says which other tensors index that channel: the consumers' input columns (with the index map
 through ``flatten``), the BatchNorm that normalises it, and any other producer coupled to it. ``P``
 may lose output channels ("removable") only when its group holds nothing but BatchNorms,
-parameter-free operations and consumers that are ungrouped Conv/Linear layers. It keeps all its
-output channels when the group joins another producer (residual addition, concatenated
-producers), holds a module we cannot zero exactly per channel (GroupNorm/LayerNorm mix channels;
-attention), or has no consumer (it produces the model's output, e.g. the logits). Kept layers'
-input columns still follow their producers. We use the graph only to *find* these tensors: the
+parameter-free operations and ungrouped Conv/Linear layers. It keeps all its output channels when
+the group holds a module we cannot zero exactly per channel (GroupNorm/LayerNorm mix channels;
+attention), joins a producer outside the sparse set, or has no consumer (it produces the model's
+output, e.g. the logits). Kept layers' input columns still follow their producers.
+
+**Residual groups**: producers whose outputs are added together form one channel unit
+(:mod:`freetickets.sparse.channel_graph`): they keep the same output channels, get one count
+from the unit's density (the numel-weighted mean of the producers' densities), and prune and
+regrow together; the unit's score uses the stream's consumers and the mean BatchNorm scale. We use the graph only to *find* these tensors: the
 masks, not torch-pruning, remove the channels, so the network keeps its shapes during training.
 
 **Exact zeros.** A removed channel is 0 in its weight rows, its bias, and its BatchNorm's affine
@@ -80,7 +84,7 @@ def allocate_channels(layers: Sequence[ChannelLayer], sparsity: float, distribut
     densities = layer_densities(shapes, sparsity, distribution)
     numel = sum(layer.out_channels * layer.in_columns * layer.cell for layer in layers)
     target = round_half_up((1.0 - sparsity) * numel)
-    roots = [math.sqrt(densities[layer.name]) for layer in layers]
+    roots = [math.sqrt(_unit_density(layers, densities, j)) for j in range(len(layers))]
 
     def counts(scale: float) -> list[int]:
         return [min(layer.out_channels, max(1, round_half_up(min(1.0, scale * r) * layer.out_channels)))
@@ -100,6 +104,16 @@ def allocate_channels(layers: Sequence[ChannelLayer], sparsity: float, distribut
         else:
             hi = mid
     return best
+
+
+def _unit_density(layers: Sequence[ChannelLayer], densities: Mapping[str, float], j: int) -> float:
+    """Density of layer ``j``'s channel unit: the layer's own density, or for the producers of a
+    residual group the numel-weighted mean of their densities (so the group's planned weights
+    are what its producers' densities sum to; ``docs/algorithms.md``)."""
+    leader = layers[j].leader if layers[j].leader is not None else j
+    unit = [leader, *layers[leader].members]
+    sizes = [layers[i].out_channels * layers[i].in_columns * layers[i].cell for i in unit]
+    return sum(densities[layers[i].name] * n for i, n in zip(unit, sizes)) / max(1, sum(sizes))
 
 
 class ChannelStructure:
@@ -145,6 +159,9 @@ class ChannelStructure:
     def set_initial(self, counts: Sequence[int], generator: torch.Generator) -> None:
         """Keep ``counts[j]`` output channels of each layer, drawn uniformly (in layer order)."""
         for j, (layer, c) in enumerate(zip(self.layers, counts)):
+            if layer.leader is not None:  # a residual group keeps its leader's channels
+                self.keep_out[j] = self.keep_out[layer.leader].clone()
+                continue
             keep = torch.zeros(layer.out_channels, dtype=torch.bool)
             keep[torch.randperm(layer.out_channels, generator=generator)[:c]] = True
             self.keep_out[j] = keep
@@ -155,6 +172,10 @@ class ChannelStructure:
         unless the masks are exactly the channel masks those rows imply."""
         for j, m in enumerate(masks):
             self.keep_out[j] = m.reshape(m.shape[0], -1).any(dim=1).cpu()
+        for j, layer in enumerate(self.layers):
+            if layer.leader is not None and not torch.equal(self.keep_out[j], self.keep_out[layer.leader]):
+                raise ValueError(f"masks[{layer.name!r}]: must keep the same output channels as "
+                                 f"masks[{self.layers[layer.leader].name!r}] (their outputs are added)")
         for j, m in enumerate(masks):
             if not torch.equal(self.mask(j).cpu(), m.to(torch.bool).cpu()):
                 raise ValueError(f"masks[{self.layers[j].name!r}]: not channel-structured "
@@ -163,7 +184,11 @@ class ChannelStructure:
 
     def describe(self) -> dict[str, Any]:
         """``name -> kept/out`` channels and, for layers that cannot shrink, why."""
-        return {layer.name: {"channels": int(k.sum()), "out_channels": layer.out_channels,
+        def unit(layer: ChannelLayer) -> dict[str, str]:
+            leader = layer if layer.leader is None else self.layers[layer.leader]
+            return {"residual_group": leader.name} if leader.members else {}
+
+        return {layer.name: {"channels": int(k.sum()), "out_channels": layer.out_channels, **unit(layer),
                              **({"kept_because": layer.kept_reason} if layer.kept_reason else {})}
                 for layer, k in zip(self.layers, self.keep_out)}
 
@@ -193,6 +218,10 @@ class ChannelStructure:
         """
         grown_ch: list[torch.Tensor] = []
         for j, layer in enumerate(self.layers):
+            if layer.leader is not None:  # the residual group's leader (a lower index) decided
+                self.keep_out[j] = self.keep_out[layer.leader].clone()
+                grown_ch.append(grown_ch[layer.leader].clone())
+                continue
             keep = self.keep_out[j]
             c = int(keep.sum())
             none = torch.zeros_like(keep)
@@ -224,9 +253,11 @@ class ChannelStructure:
             w = weight.detach().abs()
             per_column = w.transpose(0, 1).reshape(w.shape[1], -1).sum(dim=1).float().cpu()
             score += per_column[columns].sum(dim=1)
-        for norm, idx in layer.norms:
-            if norm.weight is not None:
-                score *= norm.weight.detach().abs().float().cpu()[idx]
+        scales = [norm.weight.detach().abs().float().cpu()[idx] for norm, idx in layer.norms if norm.weight is not None]
+        if layer.members and scales:  # a residual group: the mean scale of the stream's BatchNorms
+            return score * torch.stack(scales).mean(dim=0)
+        for scale in scales:
+            score *= scale
         return score
 
     def _apply_update(self, masks: Sequence[torch.Tensor], grown_ch: list[torch.Tensor],
@@ -306,7 +337,11 @@ def magnitude_channel_masks(model: nn.Module, named: Sequence[tuple[str, nn.Para
     layers = build_channel_layers(model, named, example_inputs)
     channels = ChannelStructure(layers, [p for _, p in named])
     for j, c in enumerate(allocate_channels(layers, sparsity, distribution)):
-        score = named[j][1].detach().abs().reshape(layers[j].out_channels, -1).sum(dim=1).float().cpu()
+        if layers[j].leader is not None:  # a residual group: every producer keeps its leader's channels
+            channels.keep_out[j] = channels.keep_out[layers[j].leader].clone()
+            continue
+        score = sum(named[i][1].detach().abs().reshape(layers[i].out_channels, -1).sum(dim=1).float().cpu()
+                    for i in (j, *layers[j].members))
         channels.keep_out[j] = select_largest(score, torch.ones_like(score, dtype=torch.bool), c)
     return {name: channels.mask(j) for j, (name, _) in enumerate(named)}
 
