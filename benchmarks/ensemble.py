@@ -20,7 +20,7 @@ On CUDA the timers synchronise the device, the cases use batch 256 and add ``wrn
 
 ``--structure channel`` measures slim channel tickets instead (issue 22): M members with the
 channel masks the sparse engine gives at sparsity S (``SparseEngine(structure="channel")``: ERK,
-exact channel counts, residual-joined and logit layers keep their outputs), exported slim and
+exact channel counts, residual groups pruned jointly, the logits layer keeps its outputs), exported slim and
 run as one packed forward through ``Ensemble(PackedMembers(...))``. Per case and batch it prints the ensemble's latency over one
 dense model of the architecture run as a user runs it (eager, BatchNorm separate; the goal
 <= 1.0 applies here) and over the same dense model with BatchNorm folded into its convolutions /
@@ -65,7 +65,7 @@ def sparse_member(name, shape, density, gen):
 
 def slim_members(name, shape, members, sparsity, gen):
     """``members`` slim channel tickets as training makes them: ``SparseEngine(structure="channel")``
-    masks (ERK, exact channel counts; residual-joined and logit layers keep their outputs) with
+    masks (ERK, exact channel counts; residual groups pruned jointly, the logits layer keeps its outputs) with
     BatchNorm statistics from random batches, exported slim (eval mode)."""
     from freetickets.ensembles.slim import slim_member
     from freetickets.sparse import SparseEngine
