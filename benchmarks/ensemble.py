@@ -63,7 +63,7 @@ def sparse_member(name, shape, density, gen):
     return model, masks
 
 
-def slim_members(name, shape, members, sparsity, gen):
+def slim_members(name, shape, members, sparsity, gen, distribution="erk"):
     """``members`` slim channel tickets as training makes them: ``SparseEngine(structure="channel")``
     masks (ERK, exact channel counts; residual groups pruned jointly, the logits layer keeps its outputs) with
     BatchNorm statistics from random batches, exported slim (eval mode)."""
@@ -74,7 +74,7 @@ def slim_members(name, shape, members, sparsity, gen):
     for k in range(members):
         model = create_model(name, num_classes=10, input_shape=shape)
         engine = SparseEngine(model, None, sparsity=sparsity, structure="channel", seed=k,
-                              example_inputs=torch.zeros(2, *shape))
+                              distribution=distribution, example_inputs=torch.zeros(2, *shape))
         with torch.no_grad():
             model.train()(torch.randn(16, *shape, generator=gen))
         out.append(slim_member(model.eval(), engine.masks, shape))
@@ -118,7 +118,7 @@ def channel_main(args, device) -> None:
     for name in args.cases:
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)
-        slims = slim_members(name, shape, args.members, args.sparsity, gen)
+        slims = slim_members(name, shape, args.members, args.sparsity, gen, args.distribution)
         dense = create_model(name, num_classes=10, input_shape=shape).train()
         with torch.no_grad():
             dense(torch.randn(16, *shape, generator=gen))
@@ -173,6 +173,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--sparsity", type=float, default=0.8)
+    ap.add_argument("--distribution", choices=["erk", "er", "uniform"], default="erk",
+                    help="layer densities of the channel tickets (--structure channel): erk (default) gives "
+                         "small, FLOP-heavy early layers most channels; uniform is a width multiplier")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--batches", type=int, nargs="+", help="batch sizes to time (default: each case's)")
     ap.add_argument("--structure", choices=["unstructured", "channel"], default="unstructured",
