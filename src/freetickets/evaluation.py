@@ -20,17 +20,9 @@ from freetickets.errors import UserError
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def member_probs_of(ensemble, x: torch.Tensor, *, batch_size: int = 1024, normalize=None) -> torch.Tensor:
     """Member softmax probabilities ``(M, N, C)`` of inputs ``x`` (``N`` rows), on the CPU."""
-    device = ensemble.device
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i : i + batch_size].to(device)
-        if normalize is not None:
-            xb = normalize(xb)
-        out.append(ensemble.member_probs(xb).float().cpu())
-    return torch.cat(out, dim=1)
+    return torch.softmax(member_logits_of(ensemble, x, batch_size=batch_size, normalize=normalize), dim=-1)
 
 
 @torch.no_grad()
