@@ -97,3 +97,18 @@ def test_mc_dropout_plan_trains_one_forward_and_infers_m():
     plan = planned_cost(_cfg("mcdropout"), 10)
     assert plan.train_flops == 3 * F_D * BATCH * STEPS
     assert plan.inference_flops == 2 * F_D
+
+
+@pytest.mark.parametrize("method", ["static", "dst"])
+def test_channel_plan_uses_the_channel_masks_densities_and_no_dense_gradient_steps(method):
+    """MNIST-1D CNN of width 4 (convolutions 1 -> 4 -> 4 -> 4, kernel 5, length 40; head 40 -> 10):
+    dense layer FLOPs 1600, 3200, 1600 and 800. Keeping half the channels of every layer (uniform
+    0.5) halves the first convolution and the head, and quarters the two inner convolutions, whose
+    inputs lost half their channels too: ``f_S = 800 + 800 + 400 + 400``; active weights
+    ``10 + 20 + 20 + 200`` of 580. Channel updates never use the dense gradient (DST included)."""
+    cfg = _cfg(method, model="cnn1d", data="mnist1d", model_kwargs={"width": 4}, structure="channel")
+    plan = planned_cost(cfg, 10)
+    assert plan.dense_forward == 7200
+    assert plan.sparse_forward == 2400
+    assert (plan.active_weights, plan.sparse_weights) == (250, 580)
+    assert plan.train_flops == 2 * BATCH * STEPS * 3 * 2400

@@ -13,6 +13,8 @@ from freetickets.errors import UserError
 from freetickets.flops.efficient import form_forward_flops, rank1_flops
 from freetickets.methods import get_recipe
 from freetickets.methods.forms import ensemble_log_probs
+from freetickets.data.base import derive_seed
+from freetickets.methods.base import Job
 from freetickets.methods.mimo import step_generator
 from freetickets.train.config import TrainConfig
 
@@ -37,7 +39,7 @@ def test_one_network_one_seed_one_job(method):
     assert recipe.seeds(11, 3) == [11]
     assert recipe.members_per_ticket(cfg) == 3
     (job,) = recipe.jobs(cfg)
-    assert (job.kind, job.seed, len(job.plan)) == ("train", 7, 4)
+    assert (job.kind, job.member, job.seed, len(job.plan)) == ("train", 0, 7, 4)
 
 
 def test_model_forms_record_every_setting():
@@ -150,3 +152,61 @@ def test_form_flops_hand_counts(method, expected):
     recipe = get_recipe(method)
     base = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 5))
     assert recipe.form_flops(recipe.build_model(base, cfg), (1, 6), cfg) == expected
+
+
+def test_mimo_step_stream_is_the_named_derived_seed():
+    """Resumed runs redraw a step's shuffles from this stream: it must stay ``derive_seed("mimo-step",
+    seed, step)``, so that a checkpoint written by one version resumes the same in the next."""
+    expected = torch.rand(4, generator=torch.Generator().manual_seed(derive_seed("mimo-step", 3, 8)))
+    torch.testing.assert_close(torch.rand(4, generator=step_generator(3, 8, torch.device("cpu"))), expected)
+
+
+def test_mimo_training_batch_ignores_the_global_rng():
+    """The step's shuffles come from (job seed, step), not torch's global generator."""
+    recipe, cfg = get_recipe("mimo"), _cfg("mimo", members=2, mimo_batch_repetitions=2)
+    x, y = torch.arange(12.0).reshape(6, 1, 2), torch.arange(6)
+    job = Job("train", 0, 5, [])
+    torch.manual_seed(0)
+    first = recipe.training_batch(cfg, x, y, job, 3)
+    torch.manual_seed(1)
+    second = recipe.training_batch(cfg, x, y, job, 3)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    other = recipe.training_batch(cfg, x, y, job, 4)
+    assert not torch.equal(first[1], other[1])
+
+
+def test_form_validation_logits_are_the_ensemble_log_probabilities():
+    class TwoMembers(nn.Module):
+        def member_logits(self, x):
+            return torch.stack([x, -x])  # (M=2, B, C)
+
+    x = torch.tensor([[0.0, math.log(3.0)]])
+    torch.testing.assert_close(get_recipe("mimo").validation_logits(TwoMembers(), x),
+                               torch.log(torch.tensor([[0.5, 0.5]])))
+
+
+def test_packed_training_rows_repeat_the_targets_per_member_and_sum_member_losses():
+    recipe, cfg = get_recipe("packed"), _cfg("packed", members=2)
+    output = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]])  # (M=2, B=2, C=2)
+    logits, targets = recipe.training_logits(output, torch.tensor([0, 1]))
+    assert torch.equal(logits, output.reshape(4, 2)) and torch.equal(targets, torch.tensor([0, 1, 0, 1]))
+    expected = 2 * torch.nn.functional.cross_entropy(logits, targets)
+    torch.testing.assert_close(recipe.training_loss(logits, targets, cfg), expected)
+
+
+def test_packed_and_masksembles_form_flops_hand_counts():
+    """Packed (alpha 1, gamma 1, M = 2) of Linear 6 -> 4 -> 4 keeps the total width 4: the first
+    layer reads the plain input (6 -> 4, 24 multiply-adds), the head is grouped in M groups and
+    gives the 2 heads (4 -> 2 x 4 in 2 groups: 4 x 8 / 2 = 16): one forward costs ``2 (24 + 16)``,
+    for training and inference alike. Masksembles trains one row (one mask) and infers M rows."""
+    base = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4))
+    cfg = _cfg("packed", members=2, packed_alpha=1.0, packed_gamma=1)
+    packed = get_recipe("packed")
+    forward = 2 * (6 * 4 + 4 * 8 // 2)
+    assert packed.form_flops(packed.build_model(base, cfg), (1, 6), cfg) == (forward, forward)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4))
+    cfg = _cfg("masksembles", members=3)
+    masks = get_recipe("masksembles")
+    one = 2 * (6 * 4 + 4 * 4)
+    assert masks.form_flops(masks.build_model(base, cfg), (1, 6), cfg) == (one, 3 * one)
