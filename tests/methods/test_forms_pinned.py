@@ -187,11 +187,11 @@ def test_form_validation_logits_are_the_ensemble_log_probabilities():
 
 
 def test_packed_training_rows_repeat_the_targets_per_member_and_sum_member_losses():
-    recipe, cfg = get_recipe("packed"), _cfg("packed", members=2)
-    output = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]])  # (M=2, B=2, C=2)
-    logits, targets = recipe.training_logits(output, torch.tensor([0, 1]))
-    assert torch.equal(logits, output.reshape(4, 2)) and torch.equal(targets, torch.tensor([0, 1, 0, 1]))
-    expected = 2 * torch.nn.functional.cross_entropy(logits, targets)
+    recipe, cfg = get_recipe("packed"), _cfg("packed", members=3)
+    output = torch.arange(24.0).reshape(3, 2, 4) / 10  # (M=3, B=2, C=4): member k in rows 2k, 2k + 1
+    logits, targets = recipe.training_logits(output, torch.tensor([0, 3]))
+    assert torch.equal(logits, output.reshape(6, 4)) and torch.equal(targets, torch.tensor([0, 3, 0, 3, 0, 3]))
+    expected = 3 * torch.nn.functional.cross_entropy(logits, targets)
     torch.testing.assert_close(recipe.training_loss(logits, targets, cfg), expected)
 
 
