@@ -112,3 +112,31 @@ def test_an_unfinished_run_needs_partial(tmp_path):
     with pytest.raises(UserError):
         predict_file(run, tmp_path / "x.npy")
     assert predict_file(run, tmp_path / "x.npy", partial=True).is_file()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_an_empty_input_file_gives_empty_outputs_of_the_right_shapes(tmp_path, suffix):
+    from _ensemble_helpers import make_run
+
+    run, _ = make_run(tmp_path, members=2)
+    np.save(tmp_path / "none.npy", np.zeros((0, 1, 40), np.float32))
+    out = predict_file(run, tmp_path / "none.npy", tmp_path / f"none{suffix}")
+    if suffix == ".csv":
+        assert out.read_text().splitlines() == [",".join([f"prob_{c}" for c in range(10)] + [
+            "pred", "entropy", "mutual_information", "disagreement"])]
+        return
+    res = np.load(out)
+    assert res["probs"].shape == (0, 10) and res["probs"].dtype == np.float32
+    assert res["pred"].shape == (0,) and res["pred"].dtype == np.int64
+    for k in ("entropy", "mutual_information", "disagreement"):
+        assert res[k].shape == (0,) and res[k].dtype == np.float32
+
+
+def test_predictions_are_int64_class_indices(tmp_path):
+    from _ensemble_helpers import make_run
+
+    run, _ = make_run(tmp_path, members=2)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(4, 1, 40)).astype(np.float32))
+    res = np.load(predict_file(run, tmp_path / "x.npy"))
+    assert res["pred"].dtype == np.int64 and res["probs"].dtype == np.float32
+    assert res["pred"].tolist() == res["probs"].argmax(axis=1).tolist()

@@ -93,3 +93,15 @@ def test_close_names_strip_only_the_stars_of_the_pattern():
 def test_unmatched_message_without_any_name():
     assert _message(nn.Sequential(nn.BatchNorm1d(3)), exclude=["x"]) == (
         "exclude pattern 'x' matches no sparse parameter; names that exist: (none)")
+
+
+def test_random_mask_counts_from_zero_to_all():
+    from freetickets.sparse.masks import random_mask
+
+    g = torch.Generator().manual_seed(0)
+    assert not random_mask((2, 3), 0, g).any()
+    assert random_mask((2, 3), 6, g).all()
+    assert int(random_mask((2, 3), 1, g).sum()) == 1
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match=rf"^active: need 0 <= active <= 6, got {bad}$"):
+            random_mask((2, 3), bad, g)
