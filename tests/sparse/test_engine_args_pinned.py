@@ -172,3 +172,68 @@ def test_initial_masks_messages():
         initial_masks(many, {"x": torch.ones(1)}, None, "erk", torch.Generator())
     with pytest.raises(ValueError, match=re.escape("masks['b']: shape (2, 3) != parameter shape (3, 2)") + "$"):
         initial_masks(_named(), {"b": torch.ones(2, 3)}, None, "erk", torch.Generator())
+
+
+def test_unknown_mask_names_list_five_of_each():
+    five = [(f"w{i}", nn.Parameter(torch.zeros(2, 2))) for i in range(5)]
+    with pytest.raises(ValueError, match=re.escape("allowed: ['w0', 'w1', 'w2', 'w3', 'w4']") + "$"):
+        initial_masks(five, {"x": torch.ones(1)}, None, "erk", torch.Generator())
+    six = five + [("w5", nn.Parameter(torch.zeros(2, 2)))]
+    unknown = {f"u{i}": torch.ones(1) for i in range(6)}
+    with pytest.raises(ValueError, match=re.escape("masks: names ['u0', 'u1', 'u2', 'u3', 'u4'] are not sparsifiable "
+                                                   "parameters of the model; allowed: ['w0', 'w1', 'w2', 'w3', 'w4'] ...")
+                       + "$"):
+        initial_masks(six, unknown, None, "erk", torch.Generator())
+
+
+def test_given_and_default_masks_are_bool():
+    masks = initial_masks(_named(), {"a": torch.ones(4, 5)}, None, "erk", torch.Generator())
+    assert masks["a"].dtype == torch.bool and masks["b"].dtype == torch.bool
+
+
+def _conv_model():
+    return nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 6, 3))
+
+
+def _structure(model, **overrides):
+    from freetickets.sparse.engine_args import channel_structure
+
+    named = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2]
+    args = dict(structure="channel", example_inputs=torch.zeros(2, 1, 10), masks=None, sparsity=0.5,
+                distribution="uniform", prune="magnitude", grow="gradient", generator=torch.Generator().manual_seed(0))
+    return channel_structure(model, named, **{**args, **overrides})
+
+
+def test_channel_structure_messages():
+    model = _conv_model()
+    assert _structure(model, structure="unstructured") is None
+    with pytest.raises(ValueError, match=r"^structure must be one of unstructured, channel; got 'rows'$"):
+        _structure(model, structure="rows")
+    with pytest.raises(ValueError, match=re.escape("example_inputs: structure='channel' needs an example input batch "
+                                                   "(e.g. torch.zeros(2, *input_shape)) to trace which layers share "
+                                                   "channels") + "$"):
+        _structure(model, example_inputs=None)
+    why = ("structure='channel' prunes channels by magnitude and regrows them at random (docs/algorithms.md); "
+           "prune must be 'magnitude' and grow 'gradient' or 'random', got prune={!r}, grow={!r}")
+    for prune, grow in (("taylor", "gradient"), ("magnitude", "momentum")):
+        with pytest.raises(ValueError, match="^" + re.escape(why.format(prune, grow)) + "$"):
+            _structure(model, prune=prune, grow=grow)
+    assert _structure(model, grow="random") is not None
+
+
+def test_channel_structure_draws_from_the_given_generator():
+    model = _conv_model()
+    torch.manual_seed(1)
+    first = [k.clone() for k in _structure(model).keep_out]
+    torch.manual_seed(2)
+    second = _structure(model).keep_out
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert [int(k.sum()) for k in first] == [2, 2, 3]  # the head keeps every class
+
+
+def test_channel_structure_keeps_layers_without_a_given_mask_whole():
+    model = _conv_model()
+    names = [n for n, p in model.named_parameters() if p.dim() >= 2]
+    channels = _structure(model, masks={names[2]: torch.ones(3, 24, dtype=torch.bool)})
+    assert [int(k.sum()) for k in channels.keep_out] == [4, 4, 3]
