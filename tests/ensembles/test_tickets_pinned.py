@@ -126,3 +126,55 @@ def test_ticket_to_model_names_missing_and_unexpected_keys(tmp_path):
     assert str(info.value) == ('ticket does not fit the model: Error(s) in loading state_dict for Linear: '
                                '\tMissing key(s) in state_dict: "bias".  '
                                '\tUnexpected key(s) in state_dict: "extra".')
+
+
+def test_meta_must_be_plain_json_data_and_the_message_says_where(tmp_path):
+    model, mask = nn.Linear(2, 2), torch.ones(2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=re.escape("meta['a'][1]: must hold plain JSON-able data (None, bool, int, "
+                                                   "float, str, list, dict), got set") + "$"):
+        save_ticket(tmp_path / "t.pt", model, {"weight": mask}, {"a": [1, {2}]})
+    with pytest.raises(ValueError, match=re.escape("meta['b']: keys must be str, got int") + "$"):
+        save_ticket(tmp_path / "t.pt", model, {"weight": mask}, {"b": {3: "x"}})
+    with pytest.raises(ValueError, match=re.escape("meta['c'][0]['d']: must hold plain JSON-able data") + ".*got bytes$"):
+        save_ticket(tmp_path / "t.pt", model, {"weight": mask}, {"c": ({"d": b"x"},)})
+
+
+def test_unknown_mask_names_show_five(tmp_path):
+    masks = {f"n{i}": torch.ones(1, dtype=torch.bool) for i in range(6)}
+    with pytest.raises(ValueError, match=re.escape("masks: names not in the model's state_dict: ['n0', 'n1', 'n2', "
+                                                   "'n3', 'n4']") + "$"):
+        save_ticket(tmp_path / "t.pt", nn.Linear(2, 2), masks)
+
+
+def test_weights_outside_the_mask_warn_only_when_non_zero(tmp_path, caplog):
+    model = nn.Linear(2, 2)
+    mask = torch.tensor([[True, False], [True, True]])
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    with caplog.at_level("WARNING", logger="freetickets.ensembles.tickets"):
+        path = save_ticket(tmp_path / "t.pt", model, {"weight": mask})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"save_ticket({path}): weight has non-zero weights outside its mask; they are stored as zero"]
+    assert load_ticket(path).state_dict["weight"].tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    caplog.clear()
+    with torch.no_grad():
+        model.weight.masked_fill_(~mask, 0.0)
+    with caplog.at_level("WARNING", logger="freetickets.ensembles.tickets"):
+        save_ticket(tmp_path / "t.pt", model, {"weight": mask})
+    assert caplog.records == []
+
+
+def test_non_bool_masks_are_read_as_bool(tmp_path):
+    model = nn.Linear(2, 2)
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    ticket = load_ticket(save_ticket(tmp_path / "t.pt", model, {"weight": mask}))
+    assert ticket.masks["weight"].tolist() == [[True, False], [True, True]]
+
+
+@pytest.mark.parametrize("wrap", ["dataparallel", "compile"])
+def test_wrapped_models_are_saved_under_their_bare_names(tmp_path, wrap):
+    model = nn.Linear(2, 2)
+    wrapped = nn.DataParallel(model) if wrap == "dataparallel" else torch.compile(model)
+    ticket = load_ticket(save_ticket(tmp_path / "t.pt", wrapped, {"weight": torch.ones(2, 2, dtype=torch.bool)}))
+    assert sorted(ticket.state_dict) == ["bias", "weight"]
+    assert ticket_to_model(ticket, wrapped) is wrapped
