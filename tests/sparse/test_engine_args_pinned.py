@@ -237,3 +237,16 @@ def test_channel_structure_keeps_layers_without_a_given_mask_whole():
     names = [n for n, p in model.named_parameters() if p.dim() >= 2]
     channels = _structure(model, masks={names[2]: torch.ones(3, 24, dtype=torch.bool)})
     assert [int(k.sum()) for k in channels.keep_out] == [4, 4, 3]
+
+
+def test_momentum_state_reads_the_first_beta_of_any_length():
+    from types import SimpleNamespace
+
+    assert has_momentum_state(SimpleNamespace(param_groups=[{"betas": (0.9,)}]))
+    assert not has_momentum_state(SimpleNamespace(param_groups=[{"betas": ()}]))
+    assert not has_momentum_state(SimpleNamespace(param_groups=[{"betas": [0.0, 0.9]}]))
+
+
+def test_sparsity_is_required_without_masks():
+    with pytest.raises(ValueError):
+        _check(sparsity=None)

@@ -105,3 +105,27 @@ def test_random_mask_counts_from_zero_to_all():
     for bad in (-1, 7):
         with pytest.raises(ValueError, match=rf"^active: need 0 <= active <= 6, got {bad}$"):
             random_mask((2, 3), bad, g)
+
+
+@pytest.mark.parametrize("what", ["include", "exclude"])
+def test_a_bare_string_pattern_is_refused_by_name(what):
+    with pytest.raises(ValueError, match=re.escape(f"{what} must be a list of fnmatch patterns (e.g. ['fc.weight']), "
+                                                   "got str") + "$"):
+        sparsifiable_parameters(_Named(["fc"]), **{what: "fc.weight"})
+    with pytest.raises(ValueError, match=re.escape(f"{what}: every pattern must be a non-empty string, got ' '") + "$"):
+        sparsifiable_parameters(_Named(["fc"]), **{what: [" "]})
+
+
+def test_one_dimensional_include_hits_list_five():
+    model = nn.Sequential(*[nn.BatchNorm1d(2) for _ in range(6)])
+    with pytest.raises(ValueError, match=re.escape("include pattern '*.weight' matches only parameters with fewer than "
+                                                   "2 dimensions (0.weight, 1.weight, 2.weight, 3.weight, 4.weight); "
+                                                   "only weights of >= 2 dimensions can be sparse") + "$"):
+        sparsifiable_parameters(model, include=["*.weight"])
+
+
+def test_excluding_everything_is_a_one_line_error():
+    with pytest.raises(ValueError, match=re.escape(
+            "model: no sparsifiable layer left; sparse training needs at least one nn.Conv1d/2d/3d, nn.Linear or "
+            "nn.MultiheadAttention weight (or an `include` pattern), and `exclude` must leave at least one") + "$"):
+        sparsifiable_parameters(_Named(["fc"]), exclude=["fc.*"])
