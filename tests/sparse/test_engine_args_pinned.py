@@ -250,3 +250,9 @@ def test_momentum_state_reads_the_first_beta_of_any_length():
 def test_sparsity_is_required_without_masks():
     with pytest.raises(ValueError):
         _check(sparsity=None)
+
+
+def test_momentum_state_checks_every_adam_group():
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    mixed = torch.optim.Adam([{"params": [a]}, {"params": [b], "betas": (0.0, 0.9)}])
+    assert not has_momentum_state(mixed)
