@@ -40,3 +40,10 @@ def test_selected_parameters_follow_include_and_exclude():
     assert [n for n, _ in selected_parameters(TrainConfig(exclude=["2.*"]), _model())] == ["0.weight"]
     with pytest.raises(ValueError, match="include pattern 'emb"):
         selected_parameters(TrainConfig(include=["emb*"]), _model())
+
+
+def test_a_configuration_without_structure_is_unstructured():
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(include=[], exclude=["x"], regrow_pruned=False)
+    assert engine_options(cfg) == {"include": None, "exclude": ["x"], "regrow_pruned": False}
