@@ -119,6 +119,12 @@ def test_predict_and_report_include_the_new_methods(runs, tmp_path, capsys):
     (["--method", "mimo", "--mimo-input-repetition", "1.2"], "--mimo-input-repetition"),
     (["--method", "batchensemble", "--batchensemble-init", "zeros"], "--batchensemble-init"),
     (["--method", "mimo", "--member", "0"], "--member"),
+    (["--method", "packed", "--packed-alpha", "0"], "--packed-alpha"),
+    (["--method", "packed", "--packed-gamma", "0"], "--packed-gamma"),
+    (["--method", "packed", "--packed-gamma", "3"], "--packed-gamma"),  # 10 classes do not split into 3
+    (["--method", "packed", "--members", "1"], "--members"),
+    (["--method", "masksembles", "--masksembles-scale", "0.5"], "--masksembles-scale"),
+    (["--method", "masksembles", "--member", "0"], "--member"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(argv, flag, tmp_path, capsys):
     capsys.readouterr()

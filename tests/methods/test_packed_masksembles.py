@@ -275,22 +275,6 @@ def test_train_load_evaluate_through_the_cli(method, extra, tmp_path, capsys):
     assert math.isfinite(result["ensemble"]["nll"]) and 0.0 <= result["ensemble"]["accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("argv,flag", [
-    (["--method", "packed", "--packed-alpha", "0"], "--packed-alpha"),
-    (["--method", "packed", "--packed-gamma", "0"], "--packed-gamma"),
-    (["--method", "packed", "--packed-gamma", "3"], "--packed-gamma"),  # 10 classes do not split into 3
-    (["--method", "packed", "--members", "1"], "--members"),
-    (["--method", "masksembles", "--masksembles-scale", "0.5"], "--masksembles-scale"),
-    (["--method", "masksembles", "--member", "0"], "--member"),
-])
-def test_bad_settings_are_one_line_and_exit_2(argv, flag, tmp_path, capsys):
-    capsys.readouterr()
-    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and flag in err[0], err
-    assert not (tmp_path / "r").exists()
-
-
 def test_flops_command_plans_the_measured_packed_costs(capsys):
     """`freetickets flops --method packed` (MLP, M = 4, alpha = 2, gamma = 2): the hand formula
     2 x (40·512 + 512·512/8 + 512·40/8) = 111,616 FLOPs per test sample, and training at the same

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from freetickets.report import analysis_plots, plots
+
 _SPEC = {  # method: (members, sparsity, accuracy, nll, train_flops_vs_dense)
     "dense": (1, 0.0, 0.90, 0.40, 1.0),
     "deep": (3, 0.0, 0.93, 0.25, 3.0),
@@ -70,3 +72,18 @@ def three_seeds():
 @pytest.fixture
 def factory():
     return make_eval, make_results
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plot functions save, in order (``_save`` of both plot modules wrapped)."""
+    captured = []
+    original = plots._save
+
+    def save(fig, path):
+        captured.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(analysis_plots, "_save", save)
+    return captured

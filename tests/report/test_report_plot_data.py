@@ -11,18 +11,6 @@ from freetickets.report.plots import (plot_corruption_severity, plot_disagreemen
                                       plot_ood_histograms, plot_reliability)
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    captured = []
-    original = plots._save
-
-    def save(fig, path):
-        captured.append(fig)
-        return original(fig, path)
-
-    monkeypatch.setattr(plots, "_save", save)
-    return captured
-
 
 def _visible_axes(fig):
     return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]

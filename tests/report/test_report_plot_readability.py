@@ -4,26 +4,11 @@ captured before saving and their artists' display boxes compared."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from freetickets.report import analysis_plots, plots
 from freetickets.report.analysis_plots import plot_ensemble_size, plot_tsne_trajectories
 from freetickets.report.plots import plot_metric_vs_flops
 from freetickets.report.seeds import method_label
 
-
-@pytest.fixture
-def figures(monkeypatch):
-    captured = []
-    original = plots._save
-
-    def save(fig, path):
-        captured.append(fig)
-        return original(fig, path)
-
-    monkeypatch.setattr(plots, "_save", save)
-    monkeypatch.setattr(analysis_plots, "_save", save)
-    return captured
 
 
 def _boxes(fig, artists):
