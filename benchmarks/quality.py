@@ -18,6 +18,7 @@ import sys
 from freetickets.demo import run_demo
 from freetickets.report.claims import claims_table, compute_claims
 from freetickets.report.tables import comparison_table
+from freetickets.demo import DEFAULT_REGIME, REGIMES
 
 
 def main(argv=None) -> int:
@@ -26,13 +27,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="quality_out")
     p.add_argument("--quick", action="store_true", help="smoke settings (not meaningful numbers)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--regime", default="headroom", choices=["headroom", "saturated"],
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: as freetickets demo)")
+    p.add_argument("--regime", default=DEFAULT_REGIME, choices=list(REGIMES),
                    help="the demo's MNIST-1D regime (see freetickets demo --help)")
     args = p.parse_args(argv)
     if args.seeds < 2:
         p.error("--seeds: at least 2 (one seed gives no interval, so no claim can be decided)")
     result = run_demo(args.out, quick=args.quick, seeds=args.seeds, print_fn=lambda s: print(s, flush=True),
-                      device=args.device, regime=args.regime)
+                      device=args.device, regime=args.regime, jobs=args.jobs)
     per_seed = result["seeds"]
     print()
     print(comparison_table(per_seed, fmt="markdown"))

@@ -31,6 +31,16 @@ CANDIDATES = {
     "edst-q0.8": ("mnist1d_edst", {"jump_fraction": 0.8}),
     "edst-random": ("mnist1d_edst", {"grow": "random"}),
     "edst-long": ("mnist1d_edst", {"epochs": 120, "explore_epochs": 30}),
+    # EDST at the released proportions for a dense schedule E = 20: 0.6 E exploration + 3 x 0.4 E
+    # refinement; the refinement learning-rate factors (first half, second half of each phase)
+    "edst-f1-0.1": ("mnist1d_edst", {"epochs": 36, "explore_epochs": 12, "refine_lr_factors": [1.0, 0.1]}),
+    "edst-f0.5-0.05": ("mnist1d_edst", {"epochs": 36, "explore_epochs": 12, "refine_lr_factors": [0.5, 0.05]}),
+    "edst-f0.1-0.01": ("mnist1d_edst", {"epochs": 36, "explore_epochs": 12, "refine_lr_factors": [0.1, 0.01]}),
+    # ... and the jump (share of each layer's active weights pruned and regrown between phases)
+    "edst-f1-0.1-q0.5": ("mnist1d_edst", {"epochs": 36, "explore_epochs": 12, "refine_lr_factors": [1.0, 0.1],
+                                          "jump_fraction": 0.5}),
+    "edst-f1-0.1-q0.3": ("mnist1d_edst", {"epochs": 36, "explore_epochs": 12, "refine_lr_factors": [1.0, 0.1],
+                                          "jump_fraction": 0.3}),
     # efficient ensembles, each on the dense preset's 20 epochs (the demo's budget rule)
     "mimo-r1": ("mnist1d_mimo", {"mimo_batch_repetitions": 1}),
     "mimo-r2": ("mnist1d_mimo", {"mimo_batch_repetitions": 2}),

@@ -29,7 +29,7 @@ def test_quality_needs_two_seeds(capsys):
 
 def test_sparsity_sweep_tiny(tmp_path, monkeypatch, cli_env):
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+                                        "pf_epochs": 1, "model_kwargs": {"width": 8}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
     out = tmp_path / "sp"
     assert _load("sparsity").main(["--quick", "--out", str(out), "--device", "cpu", "--sparsities", "0.5", "0.9"]) == 0
@@ -48,7 +48,7 @@ def test_sparsity_sweep_tiny(tmp_path, monkeypatch, cli_env):
 def test_diversity_study_tiny(tmp_path, monkeypatch, cli_env):
     """benchmarks/diversity.py at tiny settings: one row per candidate, validation-only measures, a plot."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+                                        "model_kwargs": {"width": 8}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 4, "explore_epochs": 1})
     out = tmp_path / "div"
     assert _load("diversity").main(["--quick", "--out", str(out), "--seeds", "2", "--first-seed", "1",
@@ -74,12 +74,12 @@ def test_diversity_study_tiny(tmp_path, monkeypatch, cli_env):
 def test_schedule_control_pairs_dense_runs_with_the_quality_runs_edst(tmp_path, monkeypatch, cli_env):
     """benchmarks/schedule_control.py: dense at each --epochs, paired seed by seed with EDST's numbers."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 1, "members": 2,
-                                        "model_kwargs": {"hidden_sizes": [16]}, "batch_size": 64})
+                                        "model_kwargs": {"width": 4}, "batch_size": 64})
     q = tmp_path / "q"
     q.mkdir()
     edst = [{"edst": {"ensemble": {"accuracy": a, "nll": n}, "cost": {"train_flops_vs_dense": 0.8}}}
             for a, n in ((0.9, 0.3), (0.8, 0.5))]
-    (q / "results.json").write_text(json.dumps({"quick": True, "regime": "headroom", "seeds": edst}))
+    (q / "results.json").write_text(json.dumps({"quick": True, "regime": "converged", "seeds": edst}))
     out = tmp_path / "s"
     mod = _load("schedule_control")
     assert mod.main(["--quick", "--quality", str(q), "--epochs", "1", "2", "--out", str(out)]) == 0
@@ -146,16 +146,16 @@ def test_select_epochs_tiny_with_resume(tmp_path, cli_env, capsys):
     """benchmarks/select_epochs.py end to end at tiny settings; --resume trains only the new runs."""
     mod = _load("select_epochs")
     out = tmp_path / "sel"
-    tiny = ["--set", "num_samples=1000", "--set", "model_kwargs={hidden_sizes: [16]}", "--set", "batch_size=64",
+    tiny = ["--set", "num_samples=1000", "--set", "model_kwargs={width: 4}", "--set", "batch_size=64",
             "--seeds", "2", "--out", str(out)]
     assert mod.main(["--epochs", "1", "2", *tiny]) == 0
     rows = mod.read_rows(out / "rows.jsonl")
     assert sorted((r["seed"], r["epochs"]) for r in rows) == [(0, 1), (0, 2), (100, 1), (100, 2)]
     for r in rows:
-        assert 0.1 < r["val_accuracy"] <= 1.0 and r["val_nll"] > 0 and r["regime"] == "headroom"
+        assert 0.1 < r["val_accuracy"] <= 1.0 and r["val_nll"] > 0 and r["regime"] == "converged"
         assert r["overrides"]["num_samples"] == 1000
         cfg = (out / f"e{r['epochs']}_seed{r['seed']}" / "config.yaml").read_text()
-        assert f"epochs: {r['epochs']}\n" in cfg and "model: mlp\n" in cfg and "method: dense\n" in cfg
+        assert f"epochs: {r['epochs']}\n" in cfg and "model: cnn1d\n" in cfg and "method: dense\n" in cfg
     with pytest.raises(SystemExit) as exc:  # an existing output without --resume is refused
         mod.main(["--epochs", "1", "2", *tiny])
     assert exc.value.code == 2

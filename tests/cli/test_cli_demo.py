@@ -58,7 +58,7 @@ def _check_equal_epochs_control(out, methods) -> None:
 def test_demo_all_methods_tiny(tmp_path, monkeypatch, cli_env, capsys):
     """The demo pipeline with tiny settings (a few seconds): run_demo through the CLI."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+                                        "pf_epochs": 1, "model_kwargs": {"width": 8}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
     out = tmp_path / "demo"
     capsys.readouterr()
@@ -81,7 +81,7 @@ def test_demo_quick(tmp_path, cli_env, capsys):
 
 
 def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
-    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "model_kwargs": {"hidden_sizes": [32, 32]},
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "model_kwargs": {"width": 8},
                                         "batch_size": 64})
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--methods", "dense", "mimo"]) == 0
@@ -95,9 +95,13 @@ def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
 
 
 def test_demo_regimes(tmp_path, monkeypatch, cli_env):
-    """headroom (default) trains the MLP; saturated keeps the presets' cnn1d (width from --quick)."""
-    assert demo.demo_config("edst", 0, quick=False).model == "mlp"
-    assert demo.demo_config("mimo", 0, quick=True).model == "mlp"
+    """converged (default) trains cnn1d of width 64, headroom the MLP; saturated keeps the presets'
+    cnn1d (width from --quick)."""
+    converged = demo.demo_config("edst", 0, quick=False)
+    assert converged.model == "cnn1d" and converged.model_kwargs == {"width": 64}
+    assert demo.demo_config("mimo", 0, quick=True).model_kwargs == {"width": 64}
+    assert demo.demo_config("edst", 0, quick=False, regime="headroom").model == "mlp"
+    assert demo.demo_config("mimo", 0, quick=True, regime="headroom").model == "mlp"
     saturated = demo.demo_config("edst", 0, quick=False, regime="saturated")
     assert saturated.model == "cnn1d" and saturated.model_kwargs == {"width": 128}
     assert demo.demo_config("dst", 0, quick=True, regime="saturated").model_kwargs == {"width": 64}
@@ -114,7 +118,7 @@ def test_demo_two_seeds_claims_block(tmp_path, monkeypatch, cli_env, capsys):
     """`demo --seeds 2` (tiny settings, three methods): results.json carries the claims block,
     the DST claims are skipped (no 'dst'), the report and the terminal show the claims table."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
-                                        "pf_epochs": 1, "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+                                        "pf_epochs": 1, "model_kwargs": {"width": 8}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
     out = tmp_path / "demo"
     demo.run_demo(out, quick=True, seeds=2, device="cpu", methods=("dense", "deep", "edst"), print_fn=print)
@@ -136,7 +140,7 @@ def test_demo_quick_two_seeds_equal_epochs_claims(tmp_path, monkeypatch, cli_env
     """`freetickets demo --quick --seeds 2` (tiny settings, dense and EDST): results.json, the
     report and the terminal carry the equal-epochs claims, paired seed by seed with the control."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "update_interval": 5,
-                                        "model_kwargs": {"hidden_sizes": [32, 32]}, "batch_size": 64})
+                                        "model_kwargs": {"width": 8}, "batch_size": 64})
     monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 4, "explore_epochs": 1})
     out = tmp_path / "demo"
     capsys.readouterr()
@@ -166,3 +170,58 @@ def test_demo_quick_two_seeds_equal_epochs_claims(tmp_path, monkeypatch, cli_env
     # without EDST there is nothing to control for
     assert demo.demo_entries(("dense", "deep")) == ["dense", "deep"]
     assert demo.demo_entries(("dense", "edst", "static")) == ["dense", "edst", DENSE_EDST_EPOCHS, "static"]
+
+
+def test_demo_in_two_processes_matches_one_process(tmp_path, monkeypatch, cli_env, capsys):
+    """--jobs 2 trains the same runs as --jobs 1 (one thread each): equal test metrics per seed and
+    method, PF fine-tuning its own seed's deep ensemble, one printed line per finished run."""
+    import torch
+
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"width": 4}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    methods = ("dense", "deep", "pf", "edst")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = demo.run_demo(tmp_path / "one", quick=True, seeds=2, device="cpu", methods=methods, jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    two = demo.run_demo(tmp_path / "two", quick=True, seeds=2, device="cpu", methods=methods, jobs=2, print_fn=print)
+    printed = capsys.readouterr().out
+    assert "in 2 processes" in printed
+    assert sum("test accuracy" in line for line in printed.splitlines()) == 2 * 5  # 4 methods + the control
+    for s in range(2):
+        assert list(two["seeds"][s]) == list(one["seeds"][s]) == ["dense", "deep", "pf", "edst", "dense_edst_epochs"]
+        for m in one["seeds"][s]:
+            assert two["seeds"][s][m]["ensemble"]["accuracy"] == one["seeds"][s][m]["ensemble"]["accuracy"], (s, m)
+            assert two["seeds"][s][m]["ensemble"]["nll"] == pytest.approx(one["seeds"][s][m]["ensemble"]["nll"], abs=1e-6)
+        pf_cfg = (tmp_path / "two" / f"seed{s}" / "pf" / "config.yaml").read_text()
+        assert f"seed{s}/deep" in pf_cfg
+
+
+def test_demo_jobs_must_be_positive(tmp_path, cli_env, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs" in err[0] and ">= 1" in err[0]
+
+
+@pytest.mark.parametrize("regime", sorted(demo.REGIMES))
+def test_demo_schedules_follow_the_released_proportions(regime):
+    """Every per-member method trains the dense model's E epochs (snapshot: E in all, PF's dense
+    parents are the deep ensemble's E-epoch models); EDST trains 0.6 E of exploration and M
+    refinement phases of 0.4 E (1.8 E <= 2 E); the equal-epochs control trains EDST's epochs."""
+    e = demo.demo_config("dense", 0, quick=False, regime=regime).epochs
+    assert e == 20
+    for method in demo.METHODS:
+        cfg = demo.demo_config(method, 0, quick=False, regime=regime)
+        if method == "edst":
+            assert cfg.explore_epochs == round(0.6 * e) and cfg.refine_epochs == round(0.4 * e)
+            assert cfg.epochs == cfg.explore_epochs + cfg.members * cfg.refine_epochs == 36 <= 2 * e
+            assert cfg.reference_epochs == e
+        else:
+            assert cfg.epochs == e, method
+    assert demo.equal_epochs_config(0, quick=False, regime=regime).epochs == 36
+    quick = demo.demo_config("edst", 0, quick=True, regime=regime)
+    assert (quick.explore_epochs, quick.refine_epochs, quick.epochs) == (2, 1, 5)  # E = 3: 0.6 E = 2, 0.4 E = 1

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import yaml
 
 from freetickets import __version__
+from freetickets.demo import DEFAULT_REGIME, REGIMES
 from freetickets.errors import NonFiniteError, Preempted, UserError
 from freetickets.names import DEMO_METHODS, METHODS
 
@@ -257,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from freetickets.demo import run_demo
 
     run_demo(args.out, quick=args.quick, seeds=args.seeds, progress=sys.stderr.isatty(), print_fn=_out,
-             device=args.device, methods=tuple(args.methods), regime=args.regime)
+             device=args.device, methods=tuple(args.methods), regime=args.regime, jobs=args.jobs)
     return 0
 
 
@@ -271,9 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="smoke run of every method in about a minute")
     d.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat over N seeds: mean ± std and the claims with 95%% intervals (N >= 2 to decide them)")
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    d.add_argument("--regime", default="headroom", choices=["headroom", "saturated"],
-                   help="headroom (default: the MLP, where ensembles gain clearly) or saturated (the presets' "
-                        "cnn1d width 128, ~98%% accuracy)")
+    d.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="train the independent runs in N processes (default: 2 on a CPU with 2 or more "
+                        "cores, else 1; 1 shows per-run progress bars)")
+    d.add_argument("--regime", default=DEFAULT_REGIME, choices=list(REGIMES),
+                   help="converged (default: cnn1d width 16, whose dense model has converged at the presets' "
+                        "20 epochs), headroom (the MLP: ensembles gain more, but its dense model is not "
+                        "converged at 20 epochs) or saturated (the presets' cnn1d width 128, ~98%% accuracy)")
     d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, metavar="METHOD",
                    help=f"train only these ({', '.join(DEMO_METHODS)}; default all; pf needs deep; with dense "
                         "and edst also a dense model trained for EDST's epochs, the equal-epochs control)")
