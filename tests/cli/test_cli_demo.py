@@ -95,11 +95,11 @@ def test_demo_methods_selects_a_subset(tmp_path, monkeypatch, cli_env, capsys):
 
 
 def test_demo_regimes(tmp_path, monkeypatch, cli_env):
-    """converged (default) trains cnn1d of width 64, headroom the MLP; saturated keeps the presets'
+    """converged (default) trains cnn1d of width 16, headroom the MLP; saturated keeps the presets'
     cnn1d (width from --quick)."""
     converged = demo.demo_config("edst", 0, quick=False)
-    assert converged.model == "cnn1d" and converged.model_kwargs == {"width": 64}
-    assert demo.demo_config("mimo", 0, quick=True).model_kwargs == {"width": 64}
+    assert converged.model == "cnn1d" and converged.model_kwargs == {"width": 16}
+    assert demo.demo_config("mimo", 0, quick=True).model_kwargs == {"width": 16}
     assert demo.demo_config("edst", 0, quick=False, regime="headroom").model == "mlp"
     assert demo.demo_config("mimo", 0, quick=True, regime="headroom").model == "mlp"
     saturated = demo.demo_config("edst", 0, quick=False, regime="saturated")
