@@ -42,7 +42,9 @@ METHODS = DEMO_METHODS  # one list for the CLI and the demo
 #: ensemble beats one dense model by +0.66 points ([0.50, 0.81]) and 0.014 NLL ([0.005, 0.023])
 #: (``benchmarks/select_regime.py``; docs/benchmarks.md). Every per-member method trains E epochs;
 #: EDST trains 0.6 E of exploration plus M x 0.4 E of refinement (1.8 E), the released recipe's
-#: proportions.
+#: proportions. Its S = 0.8 tickets are small (a 16-channel network): in this regime the sparse
+#: methods trained from scratch lose to one dense model (README, docs/benchmarks.md); wider CNNs
+#: need E = 40 and break the demo's time budget.
 #:
 #: ``headroom``: the MLP 40-256-256-10 with BatchNorm on 10,000 samples, where ensembles gain
 #: more (+1.83 points, [0.96, 2.70]) but the dense model is far from converged at 20 epochs (every
