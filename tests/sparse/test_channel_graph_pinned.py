@@ -227,3 +227,83 @@ def test_handler_kind_names_out_and_in_channel_pruning():
 
     assert _handler_kind(prune_something) == "prune_something"
     assert _handler_kind(object()) == ""  # no __name__
+
+
+class _Parallel(nn.Module):
+    """Two branches on the input added together: a unit whose member reads the input, not the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.h, self.g = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(torch.relu(self.f(x) + self.h(x)))
+
+
+def test_parallel_branches_added_together_form_one_unit():
+    model = _Parallel()
+    layers = _summary(model, _weights(model), torch.zeros(2, 3))
+    assert layers["f.weight"] == {
+        "shape": (4, 3, 1), "kept": "", "leader": None, "members": [1], "consumers": [(2, IDENT4)],
+        "outgoing": [("g.weight", IDENT4)], "extras": [("f.bias", [0, 1, 2, 3]), ("h.bias", [0, 1, 2, 3])], "norms": []}
+    assert layers["h.weight"] == {**_kept("", (4, 3, 1)), "leader": 0}
+
+
+class _TwoConsumers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g1, self.g2 = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.f(x))
+        return self.g1(h) + self.g2(torch.cat([h, h], 1))
+
+
+class _OneChannel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g = nn.Linear(3, 1), nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.f(x))
+        return self.g(torch.cat([h, h], 1))
+
+
+def test_each_consumer_gets_its_own_column_map():
+    model = _TwoConsumers()
+    layers = _summary(model, _weights(model), torch.zeros(2, 3))
+    cat = [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert layers["f.weight"]["consumers"] == [(1, IDENT4), (2, cat)]
+    assert layers["f.weight"]["outgoing"] == [("g1.weight", IDENT4), ("g2.weight", cat)]
+    model = _OneChannel()  # a single channel feeding two columns
+    assert _summary(model, _weights(model), torch.zeros(2, 3))["f.weight"]["consumers"] == [(1, [[0, 1]])]
+
+
+class _Split(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g, self.k = nn.Linear(3, 4), nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(torch.relu(self.f(x)), 2, 1)
+        return self.g(a) + self.k(b)
+
+
+class _Offset(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.offset, self.g = nn.Linear(3, 4), nn.Parameter(torch.randn(4)), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(torch.relu(self.f(x) + self.offset))
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_irregular_column_maps_and_added_parameters_keep_the_channels():
+    model = _Split()  # channels 0-1 feed g, 2-3 feed k: no equal-sized column blocks per consumer
+    layers = _summary(model, _weights(model), torch.zeros(2, 3))
+    assert layers["f.weight"] == _kept("its channels map irregularly onto Linear inputs", (4, 3, 1))
+    assert list(layers) == ["f.weight", "g.weight", "k.weight"]
+    model = _Offset()  # a removed channel would still output its offset
+    layers = _summary(model, _weights(model), torch.zeros(2, 3))
+    assert layers["f.weight"] == _kept("its channels reach Parameter, which cannot drop one channel exactly", (4, 3, 1))
