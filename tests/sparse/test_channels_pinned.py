@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from freetickets.sparse.channels import (ChannelLayer, ChannelStructure, _active_total, _state, _unit_density,
-                                         allocate_channels, build_channel_layers, magnitude_channel_masks)
+                                         allocate_channels, build_channel_layers, channel_densities,
+                                         magnitude_channel_masks)
 from freetickets.sparse.distributions import layer_densities
 from freetickets.sparse.selection import round_half_up
 
@@ -252,11 +253,10 @@ def test_describe_names_residual_groups_and_why_a_layer_keeps_its_channels():
     }
 
 
-def _momentum(params) -> torch.optim.SGD:
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    for p in params:
-        opt.state[p]["momentum_buffer"] = torch.ones_like(p)
-    return opt
+def _momentum(params) -> SimpleNamespace:
+    """What the channel code reads of an optimizer: ``state[tensor]``, here SGD's momentum, all 1
+    (a stand-in: building a torch optimizer first imports torch._dynamo, seconds per process)."""
+    return SimpleNamespace(state={p: {"momentum_buffer": torch.ones_like(p)} for p in params})
 
 
 def test_apply_zeroes_removed_channels_and_the_state_of_every_masked_position():
@@ -283,9 +283,8 @@ def test_apply_masks_adam_moments_and_leaves_its_step_count():
     chain = _chain()
     cs = ChannelStructure(chain.layers, chain.params)
     masks = _set_keep(cs, [1, 1, 0, 1], [1, 1, 1, 1, 1, 1], [1, 1])
-    opt = torch.optim.Adam([*chain.params, chain.bias_a], lr=0.1)
-    for t in (*chain.params, chain.bias_a):
-        opt.state[t].update(step=torch.tensor(3.0), exp_avg=torch.ones_like(t), exp_avg_sq=torch.ones_like(t))
+    opt = SimpleNamespace(state={t: {"step": torch.tensor(3.0), "exp_avg": torch.ones_like(t),  # Adam's state
+                                     "exp_avg_sq": torch.ones_like(t)} for t in (*chain.params, chain.bias_a)})
     cs.apply(opt, masks)
     for t, m in ((chain.params[0], masks[0]), (chain.params[1], masks[1]), (chain.bias_a, _b(1, 1, 0, 1))):
         assert torch.equal(opt.state[t]["exp_avg"], m.float()) and torch.equal(opt.state[t]["exp_avg_sq"], m.float())
@@ -609,3 +608,5 @@ def test_one_shot_channel_pruning_keeps_the_largest_l1_rows_summed_over_a_unit()
     assert torch.equal(masks["a.weight"], _outer(keep_unit, keep_unit, (6, 6)))
     assert torch.equal(masks["b.weight"], _outer(keep_b, keep_unit, (5, 6)))
     assert torch.equal(masks["out.weight"], _outer(torch.ones(3, dtype=torch.bool), keep_b, (3, 5)))
+    # the planned densities (flops command) are those of any mask with these counts
+    assert channel_densities(model, named, 0.6, "uniform", x) == {n: int(m.sum()) / m.numel() for n, m in masks.items()}
