@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from _sparse_models import CNN1d
 from torch import nn
 
 from freetickets.sparse.channels import (ChannelLayer, ChannelStructure, _active_total, _state, _unit_density,
@@ -610,3 +611,13 @@ def test_one_shot_channel_pruning_keeps_the_largest_l1_rows_summed_over_a_unit()
     assert torch.equal(masks["out.weight"], _outer(torch.ones(3, dtype=torch.bool), keep_b, (3, 5)))
     # the planned densities (flops command) are those of any mask with these counts
     assert channel_densities(model, named, 0.6, "uniform", x) == {n: int(m.sum()) / m.numel() for n, m in masks.items()}
+
+
+def test_planned_densities_count_the_flattened_columns_a_removed_channel_feeds():
+    """CNN1d: conv2's channels each feed 16 columns of fc; the planned densities are the masks'."""
+    model = CNN1d()
+    named = [(n, p) for n, p in model.named_parameters() if n.endswith("weight") and p.dim() >= 2]
+    x = torch.zeros(2, *model.input_shape)
+    masks = magnitude_channel_masks(model, named, 0.7, "erk", x)
+    assert int(masks["fc.weight"][0].sum()) < 192  # removed channels of conv2 took whole column blocks
+    assert channel_densities(model, named, 0.7, "erk", x) == {n: int(m.sum()) / m.numel() for n, m in masks.items()}
