@@ -325,7 +325,8 @@ def test_a_channel_with_two_batchnorms_scores_with_both_scales():
     with torch.no_grad():
         side.weight.copy_(torch.tensor([-2.0, 0.5, 1.0, 4.0]))
     a = chain.layers[0]
-    two = ChannelLayer("a", 4, 5, 1, consumers=a.consumers, outgoing=a.outgoing, norms=[*a.norms, (side, torch.arange(4))])
+    two = ChannelLayer("a", 4, 5, 1, consumers=a.consumers, outgoing=a.outgoing,
+                       norms=[*a.norms, (side, torch.arange(4))])
     cs = ChannelStructure([two, *chain.layers[1:]], chain.params)
     one = ChannelStructure(chain.layers, chain.params)._score(0)
     assert torch.allclose(cs._score(0), one * torch.tensor([2.0, 0.5, 1.0, 4.0]), rtol=1e-6, atol=0)
@@ -373,7 +374,8 @@ def _chain_for_update():
     chain = _chain()
     cs = ChannelStructure(chain.layers, chain.params)
     masks = _set_keep(cs, [1, 1, 1, 0], [1, 1, 1, 1, 1, 0], [1, 1])
-    with torch.no_grad():  # b's weights all 1: a's scores are |gamma| x 18 = 9, 36, 18; out's 0.5 makes b's channel 2 weakest
+    # b's weights all 1: a's scores are |gamma| x 18 = 9, 36, 18; out's 0.5 makes b's channel 2 the weakest
+    with torch.no_grad():
         chain.params[1].copy_(masks[1].float())
         chain.dense.fill_(1.0)
         chain.params[2].copy_(masks[2].float())
@@ -395,7 +397,8 @@ def test_update_prunes_the_weakest_channel_and_regrows_the_removed_one_with_know
     # fresh: a's row 3 (5), b's row 5 and column 3 (7 pairs x 3), out's columns 10-11 (2 x 2)
     assert (moved, restarted) == (5 + 21 + 4, 0)
     grown = [_b(0, 0, 0, 1), _b(0, 0, 0, 0, 0, 1), _b(0, 0)]
-    by_hand = _fresh_by_hand(cs.layers, [p.shape for p in chain.params], [_b(1, 1, 1, 0), _b(1, 1, 1, 1, 1, 0), _b(1, 1)],
+    old_keep = [_b(1, 1, 1, 0), _b(1, 1, 1, 1, 1, 0), _b(1, 1)]
+    by_hand = _fresh_by_hand(cs.layers, [p.shape for p in chain.params], old_keep,
                              [cs.keep_out[0], cs.keep_out[1], _b(1, 1)], grown)
     for j, (old, new, fresh_j) in enumerate(by_hand):
         assert torch.equal(old_masks[j], old) and torch.equal(masks[j], new) and torch.equal(fresh[j], fresh_j)
