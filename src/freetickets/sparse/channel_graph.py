@@ -91,7 +91,8 @@ def _scan_group(dg, module: nn.Module) -> tuple[str, list, list, list]:
         elif isinstance(target, nn.modules.batchnorm._BatchNorm):
             if target not in norms:
                 norms.append(target)
-        elif any(True for _ in target.parameters(recurse=False)):
+        elif isinstance(target, nn.Parameter) or any(True for _ in target.parameters(recurse=False)):
+            # a bare parameter added to the output (a learned offset) keeps a removed channel non-zero
             return f"its channels reach {type(target).__name__}, which cannot drop one channel exactly", [], [], []
     if not consumers:
         return "it produces the model's output", [], [], []
