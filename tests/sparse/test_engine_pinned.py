@@ -313,8 +313,10 @@ def _channel_engine(**kwargs):
 def test_channel_update_of_fraction_one_restarts_every_active_weight_and_counts_each_update(caplog):
     """With ``regrow_pruned=True`` a full channel update prunes every kept channel and regrows as
     many from all channels, so every active weight restarts: the update moves all of them, and
-    those active before and after restart in place (``reactivated_total``)."""
-    engine, _, _ = _channel_engine(regrow_pruned=True)
+    those active before and after restart in place (``reactivated_total``) with their optimizer
+    state zeroed."""
+    engine, model, opt = _channel_engine(regrow_pruned=True)
+    params = dict(model.named_parameters())
     assert engine.stats()["structure"] == "channel"
     assert engine.state_dict()["config"]["structure"] == "channel"
     expected_reactivated, expected_moved = 0, 0
@@ -330,6 +332,8 @@ def test_channel_update_of_fraction_one_restarts_every_active_weight_and_counts_
         expected_reactivated += sum(int((old[n] & m).sum()) for n, m in engine.masks.items())
         assert engine.topology_version == update and engine.update_count == update
         assert messages[-1] == f"channel update {update} at step 2: fraction 1.0000, {moved} weights moved"
+        for name in engine.masks:  # every active weight restarted: no momentum left anywhere
+            assert not opt.state[params[name]]["momentum_buffer"].any(), name
     assert len(messages) == 2
     assert engine.pruned_total == engine.regrown_total == expected_moved
     assert engine.reactivated_total == expected_reactivated > 0
@@ -357,3 +361,123 @@ def test_channel_update_grows_the_ever_active_set_and_zeroes_state_at_regrown_po
     assert bool(grown_rows.any())
     for tensor in (model.features[2].weight, model.features[2].bias):
         assert torch.all(opt.state[tensor]["momentum_buffer"][grown_rows] == 0)
+
+
+# ----------------------------------------------------------------------------- construction
+def test_defaults_are_the_documented_ones():
+    torch.manual_seed(0)
+    model = MLP()
+    engine = SparseEngine(model, torch.optim.SGD(model.parameters(), lr=0.1), sparsity=0.5)
+    assert engine.state_dict()["config"] == {
+        "sparsity": 0.5, "distribution": "erk", "prune": "magnitude", "grow": "gradient", "prune_fraction": 0.5,
+        "prune_schedule": "constant", "update_interval": 1000, "end_step": None, "total_steps": None, "seed": 0,
+        "sparse_init": "none", "regrow_pruned": True, "include": [], "exclude": [],
+    }
+    assert engine.check_consistency is False and engine.structure == "unstructured"
+    assert "structure" not in engine.stats()
+    seeded = SparseEngine(MLP(), None, sparsity=0.5, seed=0)
+    assert all(torch.equal(engine.masks[n], seeded.masks[n]) for n in engine.masks)  # default seed 0
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    SparseEngine(model, None, sparsity=0.5)  # sparse_init "none": kept weights are not rescaled
+    assert all(torch.equal(weights[n], p) for n, p in model.named_parameters())
+
+
+def test_a_fresh_engine_starts_every_counter_at_zero():
+    engine, _, _ = _mlp_engine()
+    assert (engine.step_count, engine.update_count, engine.topology_version) == (0, 0, 0)
+    assert (engine.pruned_total, engine.regrown_total, engine.reactivated_total, engine.postponed_steps) == (0, 0, 0, 0)
+    assert engine.last_step_was_update is False and engine.update_pending is False
+    assert engine.explored_fraction() == 1 - engine.sparsity() == 0.5
+
+
+def test_sparsity_target_is_the_requested_value_or_the_masks_own():
+    torch.manual_seed(0)
+    engine = SparseEngine(MLP(), None, sparsity=0.8, distribution="erk")
+    assert engine.sparsity_target == 0.8 and engine.sparsity() != 0.8  # ERK rounds per layer
+    given = SparseEngine(MLP(), None, masks=engine.masks)
+    assert given.sparsity_target == engine.sparsity()
+    assert given.state_dict()["config"]["sparsity"] == engine.sparsity()
+
+
+def test_custom_rules_are_named_by_their_function_name_or_custom():
+    import functools
+
+    from freetickets.sparse.rules import grow_random, prune_magnitude
+
+    def my_prune(weight, active, k):
+        return prune_magnitude(weight, active, k)
+
+    torch.manual_seed(0)
+    named = SparseEngine(MLP(), None, sparsity=0.5, prune=my_prune, grow=grow_random, update_interval=None)
+    assert (named.prune, named.grow) == ("my_prune", "grow_random")
+    anonymous = SparseEngine(MLP(), None, sparsity=0.5, distribution="uniform", prune=functools.partial(prune_magnitude),
+                             grow=functools.partial(grow_random), update_interval=None)
+    assert (anonymous.prune, anonymous.grow) == ("custom", "custom")
+    anonymous.update_topology(0.5)  # the partials are the rules in use
+    assert anonymous.update_count == 1 and anonymous.pruned_total == 382
+
+
+def test_construction_logs_one_info_line_with_the_layer_counts(caplog):
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(5)])
+    with caplog.at_level(logging.INFO, logger=ENGINE_LOGGER):
+        SparseEngine(model, None, sparsity=0.5, distribution="uniform", grow="random", update_interval=None)
+    assert [r.getMessage() for r in caplog.records if r.name == ENGINE_LOGGER] == [
+        "SparseEngine: 5 sparse layers, 40 of 80 sparse weights active (sparsity 0.5000), uniform/magnitude/random"
+    ]
+
+
+# ----------------------------------------------------------------------------- postponed updates
+def _grads(model: nn.Module, step: int, nan_layers: int) -> None:
+    """Finite gradients everywhere except the weights of the first ``nan_layers`` layers (NaN)."""
+    g = torch.Generator().manual_seed(step)
+    for i, layer in enumerate(model):
+        layer.weight.grad = torch.randn(layer.weight.shape, generator=g)
+        if i < nan_layers:
+            layer.weight.grad[0, 0] = float("nan")
+
+
+def test_postponed_updates_log_which_layers_and_which_due_step(caplog):
+    """A due update with non-finite scores logs a warning (a debug line on the later steps it
+    still waits); a new due step replaces it with a warning; the first finite step performs it.
+    At most three layer names are listed, then " ..."."""
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(5)])
+    engine = SparseEngine(model, None, sparsity=0.5, distribution="uniform", update_interval=2)
+    records = []
+    for step, nan_layers in ((1, 5), (2, 5), (3, 3), (4, 4), (5, 0)):
+        _grads(model, step, nan_layers)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger=ENGINE_LOGGER):
+            engine.step()
+        records += [(step, r.levelname, r.getMessage()) for r in caplog.records if r.name == ENGINE_LOGGER
+                    and not r.getMessage().startswith("topology update")]
+        if step < 5:
+            assert engine.update_count == 0 and not engine.last_step_was_update
+    tail = "is postponed to the next step with finite scores"
+    assert records == [
+        (2, "WARNING", "SparseEngine: step 2: non-finite grow scores in 5 layer(s) (0.weight, 1.weight, 2.weight ...); "
+                       f"the topology update due at step 2 {tail}"),
+        (3, "DEBUG", "SparseEngine: step 3: non-finite grow scores in 3 layer(s) (0.weight, 1.weight, 2.weight); "
+                     f"the topology update due at step 2 {tail}"),
+        (4, "WARNING", "SparseEngine: the update due at step 2 was never performed (grow scores stayed non-finite); "
+                       "the update due at step 4 replaces it"),
+        (4, "WARNING", "SparseEngine: step 4: non-finite grow scores in 4 layer(s) (0.weight, 1.weight, 2.weight ...); "
+                       f"the topology update due at step 4 {tail}"),
+    ]
+    assert engine.postponed_steps == 3
+    assert engine.update_count == 1 and engine.last_step_was_update and not engine.update_pending
+    assert engine.pruned_total == 5 * 4  # ceil(0.5 * 8) in each of the five layers
+    _grads(model, 6, 0)
+    engine.step()  # step 6: due, finite: on schedule again
+    assert engine.update_count == 2 and engine.postponed_steps == 3
+
+
+def test_a_dense_layer_with_a_non_finite_gradient_does_not_postpone_an_update():
+    """Only layers an update would change are checked: a dense layer never changes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(3)])
+    masks = {f"{i}.weight": torch.rand(4, 4) < 0.5 for i in (1, 2)}  # layer 0 not given: dense
+    engine = SparseEngine(model, None, masks=masks, update_interval=1)
+    assert engine.densities()["0.weight"] == 1.0
+    _grads(model, 0, 1)  # NaN only in the dense layer 0
+    engine.step()
+    assert engine.update_count == 1 and engine.postponed_steps == 0
