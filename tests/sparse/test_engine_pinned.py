@@ -410,8 +410,9 @@ def test_custom_rules_are_named_by_their_function_name_or_custom():
     torch.manual_seed(0)
     named = SparseEngine(MLP(), None, sparsity=0.5, prune=my_prune, grow=grow_random, update_interval=None)
     assert (named.prune, named.grow) == ("my_prune", "grow_random")
-    anonymous = SparseEngine(MLP(), None, sparsity=0.5, distribution="uniform", prune=functools.partial(prune_magnitude),
-                             grow=functools.partial(grow_random), update_interval=None)
+    anonymous = SparseEngine(MLP(), None, sparsity=0.5, distribution="uniform",
+                             prune=functools.partial(prune_magnitude), grow=functools.partial(grow_random),
+                             update_interval=None)
     assert (anonymous.prune, anonymous.grow) == ("custom", "custom")
     anonymous.update_topology(0.5)  # the partials are the rules in use
     assert anonymous.update_count == 1 and anonymous.pruned_total == 382
@@ -451,7 +452,7 @@ def test_postponed_updates_log_which_layers_and_which_due_step(caplog):
         records += [(step, r.levelname, r.getMessage()) for r in caplog.records if r.name == ENGINE_LOGGER
                     and not r.getMessage().startswith("topology update")]
         if step < 5:
-            assert engine.update_count == 0 and not engine.last_step_was_update
+            assert engine.update_count == 0 and engine.last_step_was_update is False
     tail = "is postponed to the next step with finite scores"
     assert records == [
         (2, "WARNING", "SparseEngine: step 2: non-finite grow scores in 5 layer(s) (0.weight, 1.weight, 2.weight ...); "
@@ -481,3 +482,17 @@ def test_a_dense_layer_with_a_non_finite_gradient_does_not_postpone_an_update():
     _grads(model, 0, 1)  # NaN only in the dense layer 0
     engine.step()
     assert engine.update_count == 1 and engine.postponed_steps == 0
+
+
+def test_dense_layers_are_skipped_by_the_masking_step():
+    """A layer at density 1 is not multiplied by its mask: its weights stay bitwise as they are
+    (a -0.0 keeps its sign), while masked layers' zeros are +0.0."""
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    masks = {"1.weight": torch.tensor([[True, False] * 2] * 4)}  # layer 0 not given: dense
+    engine = SparseEngine(model, None, masks=masks, update_interval=None)
+    with torch.no_grad():
+        model[0].weight.fill_(-0.0)
+        model[1].weight.fill_(-0.0)
+    engine.step()
+    assert torch.signbit(model[0].weight).all()  # untouched
+    assert not torch.signbit(model[1].weight).any()  # masked layer: +0.0 everywhere
