@@ -496,3 +496,35 @@ def test_dense_layers_are_skipped_by_the_masking_step():
     engine.step()
     assert torch.signbit(model[0].weight).all()  # untouched
     assert not torch.signbit(model[1].weight).any()  # masked layer: +0.0 everywhere
+
+
+def test_momentum_growth_before_the_first_optimizer_step_is_not_postponed(caplog):
+    """Before the optimizer has created its state there is no momentum to check: a due update
+    happens (growing at random, with the rule's warning), it is not postponed."""
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = SparseEngine(model, opt, sparsity=0.5, distribution="uniform", grow="momentum", update_interval=1)
+    assert not opt.state
+    with caplog.at_level(logging.WARNING, logger="freetickets.sparse.rules"):
+        engine.step()
+    assert engine.update_count == 1 and engine.postponed_steps == 0
+    assert any("has no momentum buffer yet" in r.getMessage() for r in caplog.records)
+
+
+def test_rescale_divides_each_sparse_layer_by_the_square_root_of_its_density():
+    """``sparse_init="rescale"``: weights of a layer at density d are multiplied by 1/sqrt(d)
+    (d = 1/4: exactly 2); dense layers and empty layers (d = 0) are left as they are."""
+    model = nn.Sequential(*[nn.Linear(4, 4, bias=False) for _ in range(3)])
+    with torch.no_grad():
+        for layer in model:
+            layer.weight.copy_(torch.arange(1.0, 17.0).view(4, 4))
+    quarter = torch.zeros(4, 4, dtype=torch.bool)
+    quarter[:, 0] = True
+    masks = {"0.weight": quarter, "2.weight": torch.zeros(4, 4, dtype=torch.bool)}  # 1.weight: dense
+    engine = SparseEngine(model, None, masks=masks, update_interval=None, sparse_init="rescale")
+    assert engine.densities() == {"0.weight": 0.25, "1.weight": 1.0, "2.weight": 0.0}
+    original = torch.arange(1.0, 17.0).view(4, 4)
+    assert torch.equal(model[0].weight, 2.0 * original * quarter)
+    assert torch.equal(model[1].weight, original)
+    assert torch.equal(model[2].weight, torch.zeros(4, 4))
