@@ -528,3 +528,19 @@ def test_rescale_divides_each_sparse_layer_by_the_square_root_of_its_density():
     assert torch.equal(model[0].weight, 2.0 * original * quarter)
     assert torch.equal(model[1].weight, original)
     assert torch.equal(model[2].weight, torch.zeros(4, 4))
+
+
+def test_initial_channel_masks_come_from_the_engine_seed_alone():
+    """The kept channels are drawn from the engine's generator (``seed``), not torch's global RNG,
+    so every rank and every rerun with the same seed starts from the same channels."""
+    from freetickets.models import create_model
+
+    masks = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)
+        model = create_model("mlp", num_classes=10, input_shape=SHAPE)
+        torch.manual_seed(global_seed)
+        engine = SparseEngine(model, None, sparsity=0.3, structure="channel", example_inputs=torch.zeros(2, *SHAPE),
+                              seed=5, update_interval=None)
+        masks.append(engine.masks)
+    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
