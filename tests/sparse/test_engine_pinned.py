@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import pytest
 import torch
