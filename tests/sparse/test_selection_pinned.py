@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import freetickets.sparse.selection as sel
+from freetickets.sparse.selection import select_largest, select_smallest
 
 
 class _ReportsCuda(torch.Tensor):
@@ -30,6 +31,9 @@ class _ReportsCuda(torch.Tensor):
     @property
     def device(self) -> torch.device:  # type: ignore[override]
         return torch.device("cuda")
+
+    def numpy(self, *args, **kwargs):  # like a CUDA tensor, no numpy view
+        raise TypeError("can't convert cuda tensor to numpy")
 
 
 def _on_cuda(t: torch.Tensor) -> torch.Tensor:
@@ -217,3 +221,71 @@ def test_band_reaches_the_last_sample_rank(largest):
     assert sel._band_ranks(971, 1024, 1024) == (919, 1023)
     key = np.random.default_rng(2).permutation(1024).astype(np.float32)
     assert _both(key, 971, largest) == (_reference(key, 971, largest),) * 2
+
+
+# ---------------------------------------------------------------------- the public entry points
+def _idx(mask: torch.Tensor) -> list[int]:
+    return torch.flatten(mask).nonzero().squeeze(1).tolist()
+
+
+def test_select_rejects_mismatched_shapes_naming_both():
+    with pytest.raises(ValueError, match=r"^scores shape \(2, 3\) != candidates shape \(6,\)$"):
+        select_smallest(torch.zeros(2, 3), torch.ones(6, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match=r"^k: cannot select 7 of 6 candidates$"):
+        select_largest(torch.zeros(6), torch.ones(6, dtype=torch.bool), 7)
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_integer_candidates_are_read_as_bool_and_the_result_is_bool(k):
+    """Candidates given as 0/1 integers select like the bool mask, and the result is a bool
+    tensor of the scores' shape for every k, including none (0) and all (4) of them."""
+    scores = torch.tensor([[5.0, 1.0, 3.0], [2.0, 4.0, 0.0]])
+    cand = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.uint8)
+    for fn in (select_smallest, select_largest):
+        got = fn(scores, cand, k)
+        assert got.dtype == torch.bool and got.shape == (2, 3)
+        assert torch.equal(got, fn(scores, cand.bool(), k))
+    assert _idx(select_smallest(scores, cand, 2)) == [1, 3]
+    assert _idx(select_largest(scores, cand, 2)) == [0, 4]
+
+
+def test_float64_scores_are_ranked_in_float64():
+    """float64 scores keep their precision: 1 + 1e-12 is larger than 1 (in float32 both are 1
+    and the tie would go to the lower index)."""
+    scores = torch.tensor([1.0 + 1e-12, 1.0, 3.0], dtype=torch.float64)
+    cand = torch.ones(3, dtype=torch.bool)
+    assert _idx(select_smallest(scores, cand, 1)) == [1]
+    assert _idx(select_largest(scores, cand, 2)) == [0, 2]
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_bfloat16_and_unsigned_scores_rank_as_float32(monkeypatch, use_numpy):
+    """bfloat16 (which numpy cannot hold) and uint8 scores (whose negation would wrap around)
+    are ranked as float32, on the numpy and on the torch path."""
+    monkeypatch.setattr(sel, "_USE_NUMPY", use_numpy)
+    cand = torch.ones(6, dtype=torch.bool)
+    ints = torch.tensor([3, 0, 200, 1, 7, 2], dtype=torch.uint8)
+    assert _idx(select_largest(ints, cand, 2)) == [2, 4]
+    assert _idx(select_smallest(ints, cand, 2)) == [1, 3]
+    half = torch.tensor([0.5, -2.0, 1.5, 0.25, -0.125, 3.0], dtype=torch.bfloat16)
+    assert _idx(select_largest(half, cand, 2)) == [2, 5]
+    assert _idx(select_smallest(half, cand, 2, magnitude=True)) == [3, 4]
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("n", [40, 70_000])
+def test_tensors_on_cuda_take_the_torch_path(largest, n):
+    """Scores and candidates on an accelerator are never viewed as numpy arrays: the torch steps
+    (the full ranking for a small set, the sampled band for a large one) give the exact
+    selection, ties by lower index."""
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randint(-50, 50, (n,), generator=g).float()
+    cand = torch.rand(n, generator=g) < 0.9
+    m = int(cand.sum())
+    k = m // 3
+    fn = select_largest if largest else select_smallest
+    want = _idx(fn(scores, cand, k))
+    got = fn(_on_cuda(scores), _on_cuda(cand), k)
+    assert _idx(got) == want
+    key = (-scores if largest else scores).tolist()
+    assert want == sorted(sorted((i for i in range(n) if cand[i]), key=lambda i: (key[i], i))[:k])
