@@ -116,13 +116,13 @@ def _reference(key: np.ndarray, k: int, largest: bool, cand: np.ndarray | None =
     return sorted(pos[order[:k]].tolist())
 
 
-def _layout(ms: int, stride: int, gap_rank: int, size: int, largest: bool) -> np.ndarray:
+def _layout(ms: int, stride: int, gap_rank: int, size: int, largest: bool, seed: int | None = None) -> np.ndarray:
     """float32 scores of ``ms * stride`` candidates whose strided sample (every ``stride``-th) is
     a shuffle of 10, 20, ..., 10 * ms, so its j-th smallest value is 10 * j. ``size`` of the
     unsampled candidates score 10 * gap_rank + 5 (just above the gap_rank-th sampled value),
     the other unsampled ones 1e7 (worse than every sampled score). Negated for ``largest``."""
     key = np.full(ms * stride, 1e7, dtype=np.float32)
-    key[::stride] = 10.0 * (np.random.default_rng(gap_rank).permutation(ms) + 1)
+    key[::stride] = 10.0 * (np.random.default_rng(gap_rank if seed is None else seed).permutation(ms) + 1)
     unsampled = np.flatnonzero(np.arange(key.size) % stride != 0)
     key[unsampled[:: max(1, unsampled.size // size)][:size]] = 10.0 * gap_rank + 5.0
     return -key if largest else key
@@ -159,14 +159,15 @@ def test_layout_ranks_are_the_ones_the_tests_below_assume():
 def test_band_thresholds_are_exactly_the_lo_th_and_hi_th_sampled_scores(gap_rank, size, accepted, largest):
     """Unsampled candidates placed next to the lo-th or hi-th sampled score decide whether the
     band holds the k-th candidate; an accepted band gives the exact selection (numpy and torch
-    alike), a missed one gives None, never a wrong answer."""
-    key = _layout(_MS, _STRIDE, gap_rank, size, largest)
-    got_np, got_t = _both(key, _K, largest)
-    if accepted:
-        want = _reference(key, _K, largest)
-        assert got_np == want and got_t == want
-    else:
-        assert got_np is None and got_t is None
+    alike), a missed one gives None, never a wrong answer. Whatever the order of the sample."""
+    for seed in (None, 10, 13):
+        key = _layout(_MS, _STRIDE, gap_rank, size, largest, seed)
+        got_np, got_t = _both(key, _K, largest)
+        if accepted:
+            want = _reference(key, _K, largest)
+            assert got_np == want and got_t == want, seed
+        else:
+            assert got_np is None and got_t is None, seed
 
 
 @pytest.mark.parametrize("largest", [False, True])
@@ -284,8 +285,94 @@ def test_tensors_on_cuda_take_the_torch_path(largest, n):
     m = int(cand.sum())
     k = m // 3
     fn = select_largest if largest else select_smallest
-    want = _idx(fn(scores, cand, k))
     got = fn(_on_cuda(scores), _on_cuda(cand), k)
-    assert _idx(got) == want
-    key = (-scores if largest else scores).tolist()
-    assert want == sorted(sorted((i for i in range(n) if cand[i]), key=lambda i: (key[i], i))[:k])
+    assert _idx(got) == _reference(scores.numpy(), k, largest, cand.numpy())
+
+
+# ------------------------------------------------------------- which kernels run on which device
+def _refuse(*args, **kwargs):
+    raise AssertionError("this step must not run here")
+
+
+def test_cpu_steps_run_in_numpy(monkeypatch):
+    """On the CPU every step runs in numpy (no torch intra-op thread pool): the torch twins of
+    the steps, ``torch.nonzero`` / ``nonzero_static`` and ``torch.sort`` are never called, for a
+    small and for a large (sampled band) candidate set; the candidates are counted in numpy too."""
+    g = torch.Generator().manual_seed(3)
+    cases = []
+    for n in (50, 40_000):
+        scores = torch.randint(-30, 30, (n,), generator=g).float()
+        cand = torch.rand(n, generator=g) < 0.9
+        cases.append((scores, cand, int(cand.sum()) // 4))
+    mask = torch.tensor([False, True, True, False, True])
+    t = torch.tensor([3.0, -1.0, 2.0])
+    want = [[_reference(s.numpy(), k, largest, c.numpy()) for largest in (False, True)] for s, c, k in cases]
+    for name in ("_choose", "_band_select"):
+        monkeypatch.setattr(sel, name, _refuse)
+    for name in ("nonzero_static", "sort", "count_nonzero"):
+        monkeypatch.setattr(torch, name, _refuse)
+    monkeypatch.setattr(torch.Tensor, "nonzero", _refuse)
+    for (scores, cand, k), (small, large) in zip(cases, want):
+        assert np.flatnonzero(select_smallest(scores, cand, k).numpy()).tolist() == small
+        assert np.flatnonzero(select_largest(scores, cand, k).numpy()).tolist() == large
+    assert sel._flat_indices(mask, 3).tolist() == [1, 2, 4]
+    assert [float(v) for v in sel._kth_smallest(t, [1, 3])] == [-1.0, 3.0]
+
+
+def test_cuda_order_statistics_come_from_one_sort(monkeypatch):
+    """On CUDA ``_kth_smallest`` sorts once instead of calling ``kthvalue`` (see its docstring)."""
+    monkeypatch.setattr(torch.Tensor, "kthvalue", _refuse)
+    t = _on_cuda(torch.tensor([3.0, -1.0, 2.0, 0.5]))
+    assert [float(v) for v in sel._kth_smallest(t, [1, 2, 4])] == [-1.0, 0.5, 3.0]
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("n", [40, 70_000])
+def test_cuda_selection_never_reads_a_result_size_from_the_device(monkeypatch, largest, n):
+    """The band and the full ranking know how many indices they gather and pass the count on
+    (``nonzero_static``): ``nonzero``, which reads its result size back to the host, is not
+    called on an accelerator."""
+    g = torch.Generator().manual_seed(n + 1)
+    scores = torch.randn(n, generator=g)
+    cand = torch.rand(n, generator=g) < 0.7
+    k = int(cand.sum()) // 5
+    want = _reference(scores.numpy(), k, largest, cand.numpy())
+    monkeypatch.setattr(torch.Tensor, "nonzero", _refuse)
+    fn = select_largest if largest else select_smallest
+    got = fn(_on_cuda(scores), _on_cuda(cand), k)
+    assert np.flatnonzero(got.as_subclass(torch.Tensor).numpy()).tolist() == want
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_band_path_starts_at_exactly_band_min_candidates(monkeypatch, use_numpy):
+    """``BAND_MIN_CANDIDATES`` (2**15) candidates take the sampled band, one fewer are ranked in
+    full; when the band succeeds its answer is returned, and the candidates are not ranked again."""
+    monkeypatch.setattr(sel, "_USE_NUMPY", use_numpy)
+    band_name, choose_name = ("_band_select_np", "_choose_np") if use_numpy else ("_band_select", "_choose")
+    band_fn, choose_fn = getattr(sel, band_name), getattr(sel, choose_name)
+    calls: list[tuple[str, int]] = []
+
+    def band(key, c, k, m, largest):
+        out = band_fn(key, c, k, m, largest)
+        calls.append(("band", out is not None))
+        return out
+
+    def choose(vals, r, largest):
+        calls.append(("choose", len(vals)))
+        return choose_fn(vals, r, largest)
+
+    monkeypatch.setattr(sel, band_name, band)
+    monkeypatch.setattr(sel, choose_name, choose)
+    n = sel.BAND_MIN_CANDIDATES
+    scores = torch.from_numpy(np.random.default_rng(4).permutation(n).astype(np.float32))
+    for m in (n, n - 1):
+        cand = torch.ones(n, dtype=torch.bool)
+        cand[: n - m] = False
+        calls.clear()
+        got = select_smallest(scores, cand, 1000)
+        assert np.flatnonzero(got.numpy()).tolist() == _reference(scores.numpy(), 1000, False, cand.numpy())
+        if m == n:  # one band, one small choice inside it
+            assert len(calls) == 2 and calls[1] == ("band", True)
+            assert calls[0][0] == "choose" and calls[0][1] < m // 10
+        else:
+            assert calls == [("choose", m)]
