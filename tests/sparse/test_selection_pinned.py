@@ -12,7 +12,10 @@ tests pin the steps themselves:
   gives None (the caller then ranks every candidate) rather than a wrong selection;
 * the torch steps that run on accelerators (``_flat_indices``, ``_kth_smallest``, ``_choose``),
   exercised on the CPU with a tensor that reports a CUDA device, or on the ``meta`` device,
-  which has shapes and devices but no data.
+  which has shapes and devices but no data;
+* the entry points: error messages, non-bool candidates, which dtypes are ranked as float32,
+  which kernels run on which device (numpy on the CPU; one sort and no read-back of a result
+  size on CUDA), and where the sampled band starts.
 """
 from __future__ import annotations
 
