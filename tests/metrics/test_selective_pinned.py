@@ -92,3 +92,14 @@ def test_coverage_at_risk_tolerance_boundary_is_inclusive():
     assert risk + 1e-12 == 0.5  # the boundary lands exactly on r(2) = 0.5
     probs, labels = _binary([0.9, 0.8, 0.7], [True, False, False])  # r = [0, 1/2, 2/3]
     assert float(coverage_at_risk(probs, labels, risk=risk)) == 2 / 3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_probabilities_are_rejected(bad):
+    """A NaN confidence would rank first and yield a finite, meaningless AURC: refuse it."""
+    probs = _PROBS.clone()
+    probs[2, 1] = bad
+    with pytest.raises(ValueError, match=r"^probs contains NaN or infinite probabilities$"):
+        risk_coverage_curve(probs, _LABELS)
+    with pytest.raises(ValueError, match=r"^probs contains NaN or infinite probabilities$"):
+        risk_at_coverage(probs, _LABELS)

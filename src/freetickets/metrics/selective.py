@@ -42,9 +42,13 @@ def risk_coverage_curve(probs: Tensor, labels: Tensor) -> Tensor:
 
     probs: (M, N, C) member probabilities or (N, C); labels: (N,). Returns float64 (N,); entry
     ``k - 1`` is the risk at coverage ``k / N`` (ties averaged, see the module docstring).
+    NaN or infinite probabilities raise ``ValueError``: a NaN confidence would sort as the most
+    confident sample and give a finite but meaningless curve.
     """
     members, labels, _ = members_and_labels(probs, labels)
     mean = members.to(torch.float64).mean(dim=0)  # (N, C)
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("probs contains NaN or infinite probabilities")
     confidence, prediction = mean.max(dim=1)
     errors = (prediction != labels).to(torch.float64)
     order = torch.argsort(confidence, descending=True, stable=True)
