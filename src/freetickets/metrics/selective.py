@@ -47,8 +47,6 @@ def risk_coverage_curve(probs: Tensor, labels: Tensor) -> Tensor:
     """
     members, labels, _ = members_and_labels(probs, labels)
     mean = members.to(torch.float64).mean(dim=0)  # (N, C)
-    if not bool(torch.isfinite(mean).all()):
-        raise ValueError("probs contains NaN or infinite probabilities")
     confidence, prediction = mean.max(dim=1)
     errors = (prediction != labels).to(torch.float64)
     order = torch.argsort(confidence, descending=True, stable=True)
@@ -62,6 +60,8 @@ def risk_coverage_curve(probs: Tensor, labels: Tensor) -> Tensor:
     k = torch.arange(1, errors.numel() + 1, dtype=torch.float64, device=mean.device)
     within = k - start[group].to(torch.float64)  # j = 1..n_g
     expected_errors = errors_before[group] + within * group_errors[group] / group_size[group].to(torch.float64)
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("probs contains NaN or infinite probabilities")
     return expected_errors / k
 
 
