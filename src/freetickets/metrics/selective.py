@@ -42,6 +42,8 @@ def risk_coverage_curve(probs: Tensor, labels: Tensor) -> Tensor:
 
     probs: (M, N, C) member probabilities or (N, C); labels: (N,). Returns float64 (N,); entry
     ``k - 1`` is the risk at coverage ``k / N`` (ties averaged, see the module docstring).
+    NaN or infinite probabilities raise ``ValueError``: a NaN confidence would sort as the most
+    confident sample and give a finite but meaningless curve.
     """
     members, labels, _ = members_and_labels(probs, labels)
     mean = members.to(torch.float64).mean(dim=0)  # (N, C)
@@ -58,6 +60,8 @@ def risk_coverage_curve(probs: Tensor, labels: Tensor) -> Tensor:
     k = torch.arange(1, errors.numel() + 1, dtype=torch.float64, device=mean.device)
     within = k - start[group].to(torch.float64)  # j = 1..n_g
     expected_errors = errors_before[group] + within * group_errors[group] / group_size[group].to(torch.float64)
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("probs contains NaN or infinite probabilities")
     return expected_errors / k
 
 
