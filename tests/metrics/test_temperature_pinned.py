@@ -96,30 +96,20 @@ def _warnings(caplog):
     return [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
 
 
-def test_fit_warns_with_exact_text_when_the_optimum_is_the_lower_end(caplog):
+@pytest.mark.parametrize("probs, labels, end, printed", [
     # An under-confident but always-right model: sharpening forever lowers the NLL (T -> 0).
-    probs = torch.tensor([[0.6, 0.4]] * 8, dtype=torch.float64)
-    labels = torch.zeros(8, dtype=torch.long)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        t = fit_temperature(probs, labels)
-    assert t == pytest.approx(0.05, rel=1e-4)
-    (record,) = _warnings(caplog)
-    assert record.getMessage() == (
-        "temperature scaling: the fitted temperature 0.05 lies at the end of the search "
-        "interval (0.05, 20.0); the held-out data may be too small or degenerate")
-
-
-def test_fit_warns_with_exact_text_when_the_optimum_is_the_upper_end(caplog):
+    ([[0.6, 0.4]] * 8, [0] * 8, 0.05, "0.05"),
     # A confident model right on half the samples, wrong on the other half: the flattest
     # prediction (T -> infinity) is best.
-    probs = torch.tensor([[0.9, 0.1]] * 8, dtype=torch.float64)
-    labels = torch.tensor([0, 1] * 4)
+    ([[0.9, 0.1]] * 8, [0, 1] * 4, 20.0, "20"),
+], ids=["lower end", "upper end"])
+def test_fit_warns_with_exact_text_when_the_optimum_is_an_end_of_the_interval(caplog, probs, labels, end, printed):
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        t = fit_temperature(probs, labels)
-    assert t == pytest.approx(20.0, rel=1e-4)
+        t = fit_temperature(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
+    assert t == pytest.approx(end, rel=1e-4)
     (record,) = _warnings(caplog)
     assert record.getMessage() == (
-        "temperature scaling: the fitted temperature 20 lies at the end of the search "
+        f"temperature scaling: the fitted temperature {printed} lies at the end of the search "
         "interval (0.05, 20.0); the held-out data may be too small or degenerate")
 
 

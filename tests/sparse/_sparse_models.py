@@ -80,6 +80,21 @@ class ERKDenseModel(nn.Module):
         return self.out(torch.relu(self.big(torch.relu(self.small(x)))))
 
 
+class ResidualUnit(nn.Module):
+    """Inputs (B, 4). ``stem`` and ``a`` add their outputs (one channel unit through the BatchNorm),
+    ``b`` follows the stream, ``out`` (the logits) is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a, self.b, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 5), nn.Linear(5, 3)
+        self.bn = nn.BatchNorm1d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = torch.relu(self.bn(h + self.a(torch.relu(h))))
+        return self.out(torch.relu(self.b(h)))
+
+
 ARCHITECTURES = {"mlp": MLP, "cnn1d": CNN1d, "cnn2d": CNN2d, "grouped": GroupedCNN, "erk_dense": ERKDenseModel}
 
 

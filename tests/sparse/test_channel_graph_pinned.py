@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch_pruning as tp
+from _sparse_models import ResidualUnit
 from torch import nn
 
 from freetickets.sparse.channel_graph import _group, _handler_kind, build_channel_layers
@@ -103,22 +104,8 @@ def test_convolutions_and_a_flatten_known_answer():
     assert layers["fc.weight"] == _kept(OUTPUT, (5, 192, 1))
 
 
-class _Res(nn.Module):
-    """``stem`` and ``a`` add their outputs (one unit), ``b`` follows the stream, ``out`` is kept."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.a, self.b, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 5), nn.Linear(5, 3)
-        self.bn = nn.BatchNorm1d(6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        h = torch.relu(self.bn(h + self.a(torch.relu(h))))
-        return self.out(torch.relu(self.b(h)))
-
-
 def test_a_residual_unit_known_answer():
-    model = _Res()
+    model = ResidualUnit()
     layers = _summary(model, _weights(model), torch.zeros(2, 4))
     ident6, all6 = [[c] for c in range(6)], list(range(6))
     assert layers["stem.weight"] == {
@@ -132,7 +119,7 @@ def test_a_residual_unit_known_answer():
 
 
 def test_a_residual_partner_outside_the_sparse_set_keeps_the_stream():
-    model = _Res()
+    model = ResidualUnit()
     layers = _summary(model, _weights(model, "a.weight"), torch.zeros(2, 4))
     ident6 = [[c] for c in range(6)]
     assert layers["stem.weight"] == {  # kept, but its consumer's columns still follow it

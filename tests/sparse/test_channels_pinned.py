@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _sparse_models import CNN1d
+from _sparse_models import CNN1d, ResidualUnit
 from torch import nn
 
 from freetickets.sparse.channels import (ChannelLayer, ChannelStructure, _active_total, _state, _unit_density,
@@ -575,22 +575,8 @@ def test_batchnorms_without_affine_parameters_or_statistics_are_skipped():
 # ------------------------------------------------------------------ one-shot channel pruning (PF)
 
 
-class _Res(nn.Module):
-    """``stem`` and ``a`` add their outputs (one unit), ``b`` follows the stream, ``out`` is kept."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.a, self.b, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 5), nn.Linear(5, 3)
-        self.bn = nn.BatchNorm1d(6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        h = torch.relu(self.bn(h + self.a(torch.relu(h))))
-        return self.out(torch.relu(self.b(h)))
-
-
 def test_one_shot_channel_pruning_keeps_the_largest_l1_rows_summed_over_a_unit():
-    model = _Res()
+    model = ResidualUnit()
     with torch.no_grad():  # row L1 norms: stem 6..1; a adds 10 to rows 4 and 5; b 1, 5, 3, 4, 2
         model.stem.weight.copy_(torch.arange(6, 0, -1.0).view(6, 1).expand(6, 4) / 4)
         model.a.weight.zero_()
