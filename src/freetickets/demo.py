@@ -155,49 +155,55 @@ def _describe(cfg) -> str:
             f"{', sparsity %.2f' % cfg.sparsity if cfg.is_sparse else ''}")
 
 
+def _keeps_plots(s: int, method: str) -> bool:
+    """Plot inputs come from the first seed; the equal-epochs control is in the tables, not the plots."""
+    return s == 0 and method != DENSE_EDST_EPOCHS
+
+
 def _run_plan(plan, *, jobs: int, device: str, progress: bool, print_fn) -> dict[tuple[int, str], tuple]:
     """Run every entry of ``plan``: one after another (``jobs`` = 1, with progress bars), or in
     ``jobs`` worker processes of ``cpu_count // jobs`` threads each, a PF entry starting once
     the deep ensemble it fine-tunes has finished. Returns {(seed index, entry): (results, plot
     inputs, seconds)}; one line is printed per finished entry."""
-    def done_line(s, method, res, seconds):
+    out: dict[tuple[int, str], tuple] = {}
+
+    def finish(s, method, result):
+        out[s, method] = result
+        res, _, seconds = result
         print_fn(f"[seed {s}]   {method:<17} test accuracy {100 * res['ensemble']['accuracy']:.2f}%  "
                  f"NLL {res['ensemble']['nll']:.4f}  ({seconds:.0f} s)")
 
-    out: dict[tuple[int, str], tuple] = {}
-    keep = {(s, m): s == 0 and m != DENSE_EDST_EPOCHS for s, m, _, _ in plan}  # a control: tables, not plots
     if jobs <= 1:
         for s, method, cfg, run_dir in plan:
             print_fn(f"[seed {s}] training {method:<17} ({_describe(cfg)}) ...")
-            out[s, method] = _train_and_evaluate(cfg, run_dir, device, progress, keep[s, method])
-            done_line(s, method, out[s, method][0], out[s, method][2])
+            finish(s, method, _train_and_evaluate(cfg, run_dir, device, progress, _keeps_plots(s, method)))
         return out
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     print_fn(f"training {len(plan)} runs in {jobs} processes (one line per finished run) ...")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    waiting = [entry for entry in plan if entry[1] == "pf"]
+    pf_of_seed = {entry[0]: entry for entry in plan if entry[1] == "pf"}  # waits for its seed's deep
+    running: dict = {}  # future -> plan entry
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
         def submit(entry):
             s, method, cfg, run_dir = entry
-            return pool.submit(_train_and_evaluate, cfg, run_dir, device, False, keep[s, method])
+            running[pool.submit(_train_and_evaluate, cfg, run_dir, device, False, _keeps_plots(s, method))] = entry
 
-        running = {submit(e): e for e in plan if e[1] != "pf"}
+        for entry in plan:
+            if entry[1] != "pf":
+                submit(entry)
         try:
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     s, method, _, _ = running.pop(fut)
-                    out[s, method] = fut.result()
-                    done_line(s, method, out[s, method][0], out[s, method][2])
-                    for entry in [e for e in waiting if e[0] == s and method == "deep"]:
-                        waiting.remove(entry)
-                        running[submit(entry)] = entry
+                    finish(s, method, fut.result())
+                    if method == "deep" and s in pf_of_seed:
+                        submit(pf_of_seed.pop(s))
         except BaseException:
-            for fut in running:
-                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     return out
 
