@@ -23,10 +23,12 @@ channel masks the sparse engine gives at sparsity S (``SparseEngine(structure="c
 exact channel counts, residual groups pruned jointly, the logits layer keeps its outputs), exported slim and
 run as one packed forward through ``Ensemble(PackedMembers(...))``. Per case and batch it prints the ensemble's latency over one
 dense model of the architecture run as a user runs it (eager, BatchNorm separate; the goal
-<= 1.0 applies here) and over the same dense model with BatchNorm folded into its convolutions /
-linears (the inference optimisation the packed forward applies), plus both sides of the packing
-rule forced (the packed graph: im2col + one batched matmul per layer; the BatchNorm-folded slim
-members one after another) and the eager slim members one after another:
+<= 1.0 applies here), the route the packing rule took, and the ratio over the same dense model
+with the inference optimisations the packed forward applies (BatchNorm folded into its
+convolutions / linears, convolutions on channels-last memory), plus both sides of the packing
+rule forced (small inputs: the packed graph, im2col + one batched matmul per layer, or for
+Conv2d models the grouped convolutions; large inputs: the BatchNorm-folded slim members one
+after another) and the eager slim members one after another:
 
     python benchmarks/ensemble.py --structure channel --rounds 10 --batches 1 256 --cases mlp cnn1d wrn-16-8
 """
@@ -109,12 +111,14 @@ def channel_main(args, device) -> None:
     """The slim channel-ticket latency table (see the module docstring)."""
     from torch.fx.experimental.optimization import fuse
 
+    from freetickets.ensembles.layouts import channels_last
     from freetickets.ensembles.packed import PackedMembers
     from freetickets.ensembles.slim import slim_cost
 
     shapes = {"mlp": (1, 40), "cnn1d": (1, 40), "wrn-16-8": (3, 32, 32), "wrn-28-10": (3, 32, 32)}
-    print("case | batch | dense eager ms | ensemble / dense eager (goal <= 1.0) | ensemble / dense BN-folded "
-          "| FLOPs ensemble / dense | packed graph forced | folded members forced | slim members one after another, eager")
+    print("case | batch | dense eager ms | ensemble / dense eager (goal <= 1.0) | route | ensemble / dense "
+          "BN-folded, channels-last | FLOPs ensemble / dense | small-input route forced | folded members forced "
+          "| slim members one after another, eager")
     for name in args.cases:
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)
@@ -125,10 +129,11 @@ def channel_main(args, device) -> None:
         dense = dense.eval()
         flops = slim_cost(slims, shape)["inference_flops"] / slim_cost([dense], shape)["inference_flops"]
         dense = dense.to(device)
-        folded = fuse(dense)
+        folded = fuse(dense)  # a copy: the same inference optimisations as the packed forward
+        channels_last(folded)
         slims = [s.to(device) for s in slims]
         ens = Ensemble([PackedMembers(slims)])
-        im2col = PackedMembers(slims, small_inputs=10**12)
+        small = PackedMembers(slims, small_inputs=10**12)
         per_member = PackedMembers(slims, small_inputs=0)
         for batch in args.batches or [1, 256]:
             x = torch.randn(batch, *shape, generator=gen).to(device)
@@ -139,16 +144,17 @@ def channel_main(args, device) -> None:
             fns = {"dense": lambda: dense(x), "folded": lambda: folded(x), "ensemble": lambda: ens.member_logits(x),
                    "per_member": lambda: per_member.member_logits(x), "sequential": lambda: [s(x) for s in slims]}
             best = time_interleaved(fns, args.rounds, device)
-            if not (name.startswith("wrn") and batch > 64):  # its im2col matrices would take gigabytes
-                # Rounds of its own, after the others: interleaved with them, the forced packed graph's
-                # large im2col matrices (tens of MB at batch 256) slowed every other function timed in
-                # the same rounds by up to 3x on the 2-core CPU, the ensemble and the dense model alike.
-                forced = time_interleaved({"dense": fns["dense"], "im2col": lambda: im2col.member_logits(x)},
+            small_route = small.route(x)
+            if not (small_route == "graph" and name.startswith("wrn") and batch > 64):  # im2col: gigabytes
+                # Rounds of its own, after the others: interleaved with them, the packed graph's large
+                # im2col matrices (tens of MB at batch 256) slowed every other function timed in the
+                # same rounds by up to 3x on the 2-core CPU, the ensemble and the dense model alike.
+                forced = time_interleaved({"dense": fns["dense"], "small": lambda: small.member_logits(x)},
                                           args.rounds, device)
-                best["im2col"] = forced["im2col"] * best["dense"] / forced["dense"]
+                best["small"] = forced["small"] * best["dense"] / forced["dense"]
             r = {k: f"{v / best['dense']:.2f}" for k, v in best.items()}
-            print(f"{name} | {batch} | {best['dense'] * 1e3:.3f} | {r['ensemble']} | "
-                  f"{best['ensemble'] / best['folded']:.2f} | {flops:.2f} | {r.get('im2col', '—')} | "
+            print(f"{name} | {batch} | {best['dense'] * 1e3:.3f} | {r['ensemble']} | {ens.form.route(x)} | "
+                  f"{best['ensemble'] / best['folded']:.2f} | {flops:.2f} | {r.get('small', '—')} ({small_route}) | "
                   f"{r['per_member']} | {r['sequential']}", flush=True)
 
 

@@ -237,6 +237,27 @@ def test_packing_rule_picks_the_path_by_batch_and_model(name, kwargs, big_path):
     assert calls[big_path] == 1 + (big_path == "graph")  # convolutional models: folded members
 
 
+def test_packing_rule_for_conv2d_models_uses_grouped_convolutions_then_folded_members():
+    shape = (3, 12, 12)
+    slims = [slim_member(*channel_member("wrn-10-2", shape, {}, s), shape) for s in range(3)]
+    packed = PackedMembers(slims, small_inputs=2 * 3 * 12 * 12)  # two images
+    assert packed.routes() == ["grouped", "folded"]
+    calls = {"grouped": 0, "folded": 0}
+    packed.member_logits(torch.randn(3, *shape))  # the first call checks both routes
+    packed.grouped.register_forward_hook(lambda *_: calls.__setitem__("grouped", calls["grouped"] + 1))
+    packed.folded[0].register_forward_hook(lambda *_: calls.__setitem__("folded", calls["folded"] + 1))
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        ref = torch.stack([s(x) for s in slims])
+    assert _max_rel(packed.member_logits(x[:2]), ref[:, :2]) < 1e-5 and calls == {"grouped": 1, "folded": 0}
+    assert _max_rel(packed.member_logits(x), ref) < 1e-5 and calls == {"grouped": 1, "folded": 1}
+    assert packed.route(x[:2]) == "grouped" and packed.route(x) == "folded"
+    conv = packed.folded[0].get_submodule("conv1")  # the folded members run on channels-last memory
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert PackedMembers(slims).small_inputs == 4 * 3 * 32 * 32  # default for Conv2d models
+    assert PackedMembers(slims, pack=False).routes() == []
+
+
 @pytest.mark.parametrize("stride,padding,dilation", [(2, 1, 1), (1, 0, 1), (1, 2, 2)])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_packed_conv_equals_one_convolution_per_member(stride, padding, dilation, batch):

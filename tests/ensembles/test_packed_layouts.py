@@ -1,5 +1,6 @@
 """The packed forward's layout optimisations keep the members' outputs exactly: in-place ReLUs,
-zero-padded convolution channels, the member-major shared Linear (src/freetickets/ensembles/layouts.py, packed.py)."""
+zero-padded convolution channels, channels-last convolutions, the grouped form of traced members, the
+member-major shared Linear (src/freetickets/ensembles/layouts.py, fused.py, packed.py)."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,8 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
-from freetickets.ensembles.layouts import pad_conv_channels, relu_in_place
+from freetickets.ensembles.fused import FusedMembers
+from freetickets.ensembles.layouts import ChannelsLastConv1d, channels_last, pad_conv_channels, relu_in_place
 from freetickets.ensembles.packed import PackedMembers, shared_layer
 from freetickets.models.registry import create_model
 
@@ -101,3 +103,60 @@ def test_packed_members_with_layout_changes_equal_the_members(name, kwargs):
         assert packed.folded[0].get_submodule("features.0").out_channels == 32
         assert members[0].features[0].out_channels == 30
     assert "relu_" in packed.graph_module.code
+
+
+@pytest.mark.parametrize("cin,cout,stride,padding,dilation,groups",
+                         [(1, 12, 1, 2, 1, 1), (6, 4, 2, 1, 1, 1), (6, 9, 1, 0, 2, 1), (6, 9, 2, 2, 1, 3)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_channels_last_conv1d_equals_conv1d_and_writes_channels_last(cin, cout, stride, padding, dilation, groups, batch):
+    torch.manual_seed(0)
+    conv = nn.Conv1d(cin, cout, 5, stride=stride, padding=padding, dilation=dilation, groups=groups).eval()
+    x = torch.randn(batch, cin, 23)
+    fast = ChannelsLastConv1d(conv)
+    with torch.no_grad():
+        ref, out = conv(x), fast(x)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-6)
+    assert out.stride(1) == 1  # channel stride 1: NWC memory, also from a single input channel
+    assert (fast.in_channels, fast.out_channels, fast.kernel_size) == (cin, cout, (5,))
+    conv2 = nn.Conv1d(cout, 3, 5, stride=stride, padding=padding, dilation=dilation).eval()
+    with torch.no_grad():  # a channels-last input (the previous one's output) is read by its strides
+        assert torch.allclose(ChannelsLastConv1d(conv2)(torch.relu(out)), conv2(torch.relu(ref)), atol=1e-5)
+
+
+def test_channels_last_converts_every_convolution_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    one_d = _chain(8)
+    two_d = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2),
+                          nn.Flatten(1), nn.Linear(4 * 3 * 3, 2)).eval()
+    for model, x in ((one_d, torch.randn(4, 1, 20)), (two_d, torch.randn(4, 3, 8, 8))):
+        fast = copy.deepcopy(model)
+        with torch.no_grad():
+            ref = model(x)
+            assert channels_last(fast) == 2
+            assert torch.allclose(fast(x), ref, atol=1e-5)
+    assert isinstance(fast[0], nn.Conv2d) and fast[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not two_d[0].weight.is_contiguous(memory_format=torch.channels_last)  # the original is untouched
+    converted = copy.deepcopy(one_d)
+    channels_last(converted)
+    assert isinstance(converted[0], ChannelsLastConv1d) and isinstance(one_d[0], nn.Conv1d)
+    assert channels_last(nn.Conv1d(1, 2, 3)) == 0  # a bare convolution has no parent to be replaced in
+
+
+def test_fused_members_of_traced_members_equal_the_members_and_refuse_different_graphs():
+    torch.manual_seed(0)
+    members = []
+    for _ in range(3):
+        model = create_model("wrn-10-2", num_classes=5, input_shape=(3, 8, 8)).train()
+        with torch.no_grad():
+            model(torch.randn(8, 3, 8, 8))
+        members.append(model.eval())
+    folded = [fuse(copy.deepcopy(m)) for m in members]
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        ref = torch.stack([m(x) for m in members])
+        grouped = FusedMembers(folded)
+        assert torch.allclose(grouped(x), ref, atol=1e-5)
+        assert any(isinstance(m, nn.Conv2d) and m.groups == 3 for m in grouped.net.modules())
+    other = fx.symbolic_trace(_chain(4))
+    with pytest.raises(TypeError, match="traced graph differs"):
+        FusedMembers([folded[0], other])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 __all__ = ["BlockLinear", "FusedMembers"]
 
@@ -93,6 +93,18 @@ def _fuse_module(mods: list[nn.Module]) -> nn.Module:
     return fused
 
 
+def _fuse_leaves(members: list[fx.GraphModule]) -> fx.GraphModule:
+    """The fused form of traced members (e.g. BatchNorm-folded by ``torch.fx``'s ``fuse``): member 0's
+    graph with every leaf module replaced by the fused module of that name across the members."""
+    net = copy.deepcopy(members[0])
+    mods = [dict(m.named_modules()) for m in members]
+    for name, mod in list(net.named_modules()):
+        if name and not any(True for _ in mod.children()):
+            parent, _, leaf = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, leaf, _fuse_module([mm[name] for mm in mods]))
+    return net
+
+
 def _fused_linear(mods: list[nn.Module]) -> BlockLinear:
     fused = BlockLinear(torch.empty(0), None)
     _cat_param(mods, "weight", fused, stack=True)
@@ -134,10 +146,13 @@ class FusedMembers(nn.Module):
         super().__init__()
         first = members[0]
         for k, m in enumerate(members[1:], 1):
-            if type(m) is not type(first):
+            if isinstance(first, fx.GraphModule):  # one generated class per instance: compare the code
+                if not isinstance(m, fx.GraphModule) or m.code != first.code:
+                    raise TypeError(f"member {k}'s traced graph differs from member 0's")
+            elif type(m) is not type(first):
                 raise TypeError(f"member {k} is a {type(m).__name__}, member 0 a {type(first).__name__}")
         self.members = len(members)
-        self.net = _fuse_module(members)
+        self.net = _fuse_leaves(members) if isinstance(first, fx.GraphModule) else _fuse_module(members)
         self.net.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

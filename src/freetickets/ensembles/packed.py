@@ -17,15 +17,23 @@ weights differ per member:
   and bias (``torch.fx.experimental.optimization.fuse``: inference-only, exact up to rounding);
   any other BatchNorm (pre-activation blocks) becomes a per-member affine map.
 
-**Packing rule** (by the input values of a call, ``B * x[0].numel()``): models without
-convolutions, and convolutional models up to ``small_inputs`` values (320: 8 MNIST-1D
-signals), run the packed graph: few, larger ops, which wins while per-op overhead dominates
-(for Linear-only models at every batch measured). Larger inputs of convolutional models (a
-batch of 16 signals, one 32 x 32 image) run the M BatchNorm-folded slim members one after
-another: im2col's memory traffic grows with the input while each slim convolution is then big
-enough to run at full speed, and grouped convolutions (the fused form's
-way) measured slower than both on the CPU (docs/benchmarks.md, ``benchmarks/ensemble.py
---structure channel`` prints both paths forced).
+**Packing rule** (by the input values of a call, ``B * x[0].numel()``; ``route(x)`` says which):
+
+* models without convolutions run the packed graph at every batch (few, larger ops: wins while
+  per-op overhead dominates, for Linear-only models at every batch measured);
+* Conv1d models run the packed graph up to ``small_inputs`` values (320: 8 MNIST-1D signals)
+  and the M BatchNorm-folded slim members one after another above (im2col's memory traffic
+  grows with the input, while each slim convolution is then big enough to run at full speed);
+* models with a Conv2d run the **grouped** form up to ``GROUPED_INPUTS`` (four 3 x 32 x 32
+  images), the folded members above. The grouped form is the folded members as one network of
+  grouped convolutions (:class:`~freetickets.ensembles.fused.FusedMembers`), on channels-last
+  memory: measured on the 2-core CPU at wrn-16-8 batch 1, 0.9x one dense model against 2.3x
+  for the im2col graph.
+
+Every convolution of the folded members and the grouped form runs on channels-last memory
+(``layouts.channels_last``): oneDNN's native layout, without the reorders PyTorch otherwise does
+around each convolution (cnn1d at batch 256: 0.96x -> 0.64-0.79x one dense model).
+``benchmarks/ensemble.py --structure channel`` prints each side of the rule forced.
 
 Layout details, each measured at batch 256 on the 2-core CPU (docs/benchmarks.md): ReLUs whose
 input nothing else reads run in place (no fresh activation buffer); at B > 1 the shared first
@@ -52,15 +60,19 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from freetickets.ensembles.layouts import pad_conv_channels, relu_in_place
+from freetickets.ensembles.fused import FusedMembers
+from freetickets.ensembles.layouts import channels_last, pad_conv_channels, relu_in_place
 
-__all__ = ["PackedMembers", "SMALL_INPUTS"]
+__all__ = ["GROUPED_INPUTS", "PackedMembers", "SMALL_INPUTS"]
 
 logger = logging.getLogger(__name__)
 
 #: Default packing rule for convolutional models: the packed graph up to this many input values
 #: per call, the folded members one after another above (benchmarks/ensemble.py --structure channel).
 SMALL_INPUTS = 320
+#: The same threshold for models with a Conv2d: the grouped form up to four 3 x 32 x 32 images
+#: (wrn-16-8's measured crossover with the folded members lies between two and eight images).
+GROUPED_INPUTS = 4 * 3 * 32 * 32
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -163,7 +175,8 @@ class PackedMembers(nn.Module):
     """M members of one architecture as one packed network; a *model form* for :class:`Ensemble`.
 
     members: eval-mode networks with identical structure and parameter shapes (slim tickets of
-    one channel run). small_inputs: the packing rule's threshold (see the module docstring).
+    one channel run). small_inputs: the packing rule's threshold in input values (module docstring;
+    None: ``SMALL_INPUTS``, or ``GROUPED_INPUTS`` for models with a Conv2d).
     pack: False runs the members one after another (members of different shapes allowed).
     ``member_logits(x)``: ``(B, *input_shape)`` -> logits ``(M, B, C)``; ``path`` is
     ``"packed"``, or ``"sequential"`` after a failed construction or first-call check.
@@ -171,7 +184,7 @@ class PackedMembers(nn.Module):
     (``self.members``) and are what the sequential path and the check run.
     """
 
-    def __init__(self, members: Sequence[nn.Module], *, small_inputs: int = SMALL_INPUTS, pack: bool = True) -> None:
+    def __init__(self, members: Sequence[nn.Module], *, small_inputs: int | None = None, pack: bool = True) -> None:
         super().__init__()
         members = list(members)
         if not members:
@@ -183,11 +196,15 @@ class PackedMembers(nn.Module):
                 raise TypeError(f"member {k} differs from member 0 in structure or parameter shapes")
         self.members = nn.ModuleList(members).eval()
         self.num_members = len(members)
+        self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
+        self._has_conv2d = any(isinstance(m, nn.Conv2d) for m in first.modules())
+        if small_inputs is None:
+            small_inputs = GROUPED_INPUTS if self._has_conv2d else SMALL_INPUTS
         self.small_inputs = int(small_inputs)
         self._checked = False
-        self._has_conv = False
         self.graph_module: fx.GraphModule | None = None
-        self.folded = nn.ModuleList()  # the BatchNorm-folded members (large batches)
+        self.grouped: FusedMembers | None = None  # Conv2d models, small inputs
+        self.folded = nn.ModuleList()  # the BatchNorm-folded members (large inputs)
         self.path = "sequential"
         if not pack:
             return
@@ -200,13 +217,28 @@ class PackedMembers(nn.Module):
             self.graph_module.recompile()
             for g in folded:  # after _pack: the packed graph keeps the exact channel counts
                 relu_in_place(g.graph, dict(g.named_modules()))
+            if self._has_conv2d:
+                self.grouped = self._grouped([copy.deepcopy(g) for g in folded])
+            for g in folded:
                 pad_conv_channels(g)
-            self._has_conv = any(isinstance(m, _CONVS) for m in first.modules())
+                channels_last(g)
             self.folded = nn.ModuleList(folded)
             self.path = "packed"
         except Exception as exc:
             logger.info("PackedMembers: no packed form (%s: %s); members run one after another",
                         type(exc).__name__, exc)
+
+    @staticmethod
+    def _grouped(folded: list[fx.GraphModule]) -> FusedMembers | None:
+        """The folded members as one network of grouped convolutions on channels-last memory, or
+        None (logged) when a module has no fused form."""
+        try:
+            grouped = FusedMembers(folded)
+        except TypeError as exc:
+            logger.info("PackedMembers: no grouped form (%s); small inputs use the packed graph", exc)
+            return None
+        channels_last(grouped.net)
+        return grouped
 
     # ------------------------------------------------------------------ construction
     def _pack(self, folded: list[fx.GraphModule]) -> fx.GraphModule:
@@ -350,28 +382,44 @@ class PackedMembers(nn.Module):
             self._checked = True
         return out
 
-    def _packed(self, x: torch.Tensor, small: bool | None = None) -> torch.Tensor:
-        """The packing rule: the packed graph for small batches, else the folded members."""
-        assert self.graph_module is not None
-        if small is None:
-            small = not self._has_conv or x.numel() <= self.small_inputs
-        if small:
+    def routes(self) -> list[str]:
+        """The packed routes this instance has: ``"graph"`` (the packed graph), ``"grouped"`` (grouped
+        convolutions, Conv2d models, replacing the graph there) and ``"folded"`` (the
+        BatchNorm-folded members one after another; convolutional models)."""
+        if self.graph_module is None:
+            return []
+        small = "grouped" if self.grouped is not None else "graph"
+        return [small, "folded"] if self._has_conv else ["graph"]
+
+    def route(self, x: torch.Tensor) -> str:
+        """The packing rule (module docstring): the route for inputs ``x``."""
+        routes = self.routes()
+        return routes[0] if len(routes) == 1 or x.numel() <= self.small_inputs else routes[1]
+
+    def _packed(self, x: torch.Tensor, route: str | None = None) -> torch.Tensor:
+        route = route or self.route(x)
+        if route == "graph":
+            assert self.graph_module is not None
             return self.graph_module(x)
+        if route == "grouped":
+            assert self.grouped is not None
+            return self.grouped(x)
         return torch.stack([f(x) for f in self.folded])
 
     def _check(self, probe: torch.Tensor) -> str | None:
-        """None when both packed paths reproduce the members on ``probe``, else why not."""
+        """None when every packed route reproduces the members on ``probe``, else why not."""
         ref = self._sequential(probe)
-        for small in (True, False):
-            got = self._packed(probe, small)
+        for route in self.routes():
+            got = self._packed(probe, route)
             diff = (got.float() - ref.float()).abs().max().item() if got.shape == ref.shape else float("nan")
             if not diff <= _CHECK_TOL * max(1.0, ref.abs().max().item()):
-                return f"packed output differs from the members' (max {diff:.3g})"
+                return f"packed output ({route}) differs from the members' (max {diff:.3g})"
         return None
 
     def _fall_back(self, why: str, x: torch.Tensor) -> torch.Tensor:
         logger.warning("PackedMembers: running the members one after another (%s)", why)
-        self.graph_module, self.folded, self.path = None, nn.ModuleList(), "sequential"
+        self.graph_module, self.grouped, self.folded = None, None, nn.ModuleList()
+        self.path = "sequential"
         return self._sequential(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
