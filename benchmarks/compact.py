@@ -67,8 +67,9 @@ def open_run(run: Path) -> tuple[dict, torch.Tensor]:
 
     manifest = load_complete_manifest(run)
     if manifest.get("structure") != "channel" or manifest.get("model_form"):
-        raise UserError(f"{run}: not a channel run (structure {manifest.get('structure')!r}); only runs "
-                        "trained with --structure channel have a compact form")
+        raise UserError(f"{run}: not a channel run (method {manifest.get('method')}, structure "
+                        f"{manifest.get('structure') or 'none'}); only runs trained with --structure channel "
+                        "have a compact form")
     cfg = load_yaml(RunDir(run).config) if RunDir(run).config.is_file() else {}
     try:
         data = load_data(manifest["data"], cfg.get("data_dir"), num_samples=cfg.get("num_samples"), seed=0)
