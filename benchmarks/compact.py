@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def open_run(run: Path) -> tuple[dict, torch.Tensor]:
 
 def max_difference(compact, masked, x: torch.Tensor, batch: int) -> tuple[float, str | None]:
     """Max abs difference of ``member_probs`` between the two forms on ``x`` in batches of ``batch``,
-    and what was wrong with the compact form's output shape (None when every batch gave ``(M, b, C)``)."""
+    and what was wrong with the outputs (None when every batch gave ``(M, b, C)`` without NaN)."""
     worst = 0.0
     for i in range(0, x.shape[0], batch):
         xb = x[i: i + batch]
@@ -91,7 +92,10 @@ def max_difference(compact, masked, x: torch.Tensor, batch: int) -> tuple[float,
         expected = (compact.members, xb.shape[0], int(compact.manifest["num_classes"]))
         if tuple(got.shape) != expected:
             return float("nan"), f"member_probs shape {tuple(got.shape)}, expected {expected}"
-        worst = max(worst, (got - ref).abs().max().item())
+        diff = (got - ref).abs().max().item()
+        if math.isnan(diff):  # max() would skip a NaN: a broken output must not read as a match
+            return diff, "member_probs hold NaN"
+        worst = max(worst, diff)
     return worst, None
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from _cli_helpers import train_cli
 from freetickets import demo
@@ -200,6 +201,7 @@ def test_compact_benchmark_rows_of_a_trained_channel_run(tiny_channel_run, capsy
 @pytest.mark.parametrize("bug, why", [
     (lambda p: p.roll(1, dims=0), "max diff"),  # members' outputs swapped: right shape, wrong values
     (lambda p: p[:, :, :-1], "member_probs shape"),  # a class dropped
+    (lambda p: p.index_fill(1, torch.tensor([0]), float("nan")), "member_probs hold NaN"),  # max() skips NaN
 ])
 def test_compact_benchmark_fails_on_wrong_compact_output(tiny_channel_run, monkeypatch, capsys, bug, why):
     """A compact form whose probabilities are not the masked form's fails the benchmark (exit 1)."""
