@@ -114,8 +114,6 @@ def bench_run(run: Path, manifest: dict, x: torch.Tensor, batches: list[int], ro
     flops = compact_cost_block(compact.form, dense, manifest)["inference_flops_vs_dense"]
     rows = []
     for batch in batches:
-        if x.shape[0] < batch:
-            raise UserError(f"{run}: --batches {batch}: the test split has only {x.shape[0]} inputs")
         diff, wrong_shape = max_difference(compact, masked, x[:max(CHECK_ROWS, batch)], batch)
         xb = x[:batch]
         best = time_interleaved({"dense": lambda: torch.softmax(dense(xb), dim=-1),
@@ -145,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--batches, --rounds and --threads must be positive")
     try:
         opened = [(run, *open_run(run)) for run in args.runs]  # every run checked before any timing
+        for run, _, x in opened:
+            if x.shape[0] < max(args.batches):
+                raise UserError(f"{run}: --batches {max(args.batches)}: the test split has only {x.shape[0]} inputs")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
