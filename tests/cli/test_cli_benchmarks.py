@@ -1,4 +1,5 @@
-"""benchmarks/quality.py refuses one seed; benchmarks/sparsity.py end to end at tiny settings."""
+"""benchmarks/quality.py refuses one seed; benchmarks/sparsity.py end to end at tiny settings;
+benchmarks/compact.py on a tiny trained channel run (its checks, rows and refusals)."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from _cli_helpers import train_cli
 from freetickets import demo
+from freetickets.ensembles.ensemble import Ensemble
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,3 +174,61 @@ def test_select_epochs_tiny_with_resume(tmp_path, cli_env, capsys):
             mod.main([*bad, "--out", str(tmp_path / "x")])
         assert exc.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_channel_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("compact_bench") / "edst_channel"
+    assert train_cli(run, "edst", "--epochs", "4", "--explore-epochs", "1", "--members", "3",
+                     "--structure", "channel") == 0
+    return run
+
+
+def test_compact_benchmark_rows_of_a_trained_channel_run(tiny_channel_run, capsys):
+    """benchmarks/compact.py: the must-show check and timing, one row per batch size, exit 0."""
+    mod = _load("compact")
+    assert mod.main([str(tiny_channel_run), "--rounds", "1", "--batches", "1", "4", "--threads", "1"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| cnn1d |")]
+    assert [r[2] for r in rows] == ["1", "4"]
+    for model, members, _, dense_ms, ratio, flops, path, diff in rows:
+        assert members == "3" and path == "packed"
+        assert float(dense_ms) > 0 and float(ratio) > 0
+        assert 0 < float(flops) < 3 * 0.5  # three slim members at sparsity 0.8 (as test_cli_compact)
+        assert float(diff) <= 1e-4
+
+
+@pytest.mark.parametrize("bug, why", [
+    (lambda p: p.roll(1, dims=0), "max diff"),  # members' outputs swapped: right shape, wrong values
+    (lambda p: p[:, :, :-1], "member_probs shape"),  # a class dropped
+    (lambda p: p.index_fill(1, torch.tensor([0]), float("nan")), "member_probs hold NaN"),  # max() skips NaN
+])
+def test_compact_benchmark_fails_on_wrong_compact_output(tiny_channel_run, monkeypatch, capsys, bug, why):
+    """A compact form whose probabilities are not the masked form's fails the benchmark (exit 1)."""
+    load = Ensemble.load.__func__
+
+    def buggy_load(cls, run, **kwargs):
+        ens = load(cls, run, **kwargs)
+        if kwargs.get("compact"):
+            probs = ens.member_probs
+            ens.member_probs = lambda x: bug(probs(x))
+        return ens
+
+    monkeypatch.setattr(Ensemble, "load", classmethod(buggy_load))
+    assert _load("compact").main([str(tiny_channel_run), "--rounds", "1", "--batches", "4", "--threads", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert f"(FAIL: {why}" in out and err.startswith("FAIL:") and err.count("\n") == 1
+
+
+def test_compact_benchmark_refuses_runs_without_a_compact_form(tmp_path, capsys):
+    """Exit 2 with one line, before any timing: a missing directory, a run not trained with --structure channel."""
+    mod = _load("compact")
+    assert mod.main([str(tmp_path / "missing"), "--rounds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run directory not found" in err
+    dense = tmp_path / "dense"
+    assert train_cli(dense, "dense", "--epochs", "1") == 0
+    capsys.readouterr()  # the training log
+    assert mod.main([str(dense), "--rounds", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "not a channel run" in err and "|" not in out
