@@ -160,3 +160,14 @@ def test_fused_members_of_traced_members_equal_the_members_and_refuse_different_
     other = fx.symbolic_trace(_chain(4))
     with pytest.raises(TypeError, match="traced graph differs"):
         FusedMembers([folded[0], other])
+
+
+@pytest.mark.parametrize("shape", [(3, 256, 10), (3, 1, 10), (256, 2), (3, 200, 16), (2, 70, 100), (4, 15)])
+def test_class_softmax_equals_softmax_contiguous(shape):
+    from freetickets.ensembles.layouts import class_softmax
+
+    z = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 5
+    got = class_softmax(z)
+    assert got.shape == z.shape and got.is_contiguous()
+    assert torch.allclose(got, torch.softmax(z, dim=-1), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(got.sum(-1), torch.ones(shape[:-1]), atol=1e-6)

@@ -43,6 +43,7 @@ from torch import nn
 
 from freetickets.errors import UserError
 from freetickets.ensembles.fused import FusedMembers
+from freetickets.ensembles.layouts import class_softmax
 from freetickets.ensembles.tickets import load_ticket, ticket_to_model
 from freetickets.utils.io import read_json
 
@@ -416,7 +417,7 @@ class Ensemble:
     @torch.no_grad()
     def member_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of every member, ``(M, B, C)``, members first."""
-        return torch.softmax(self.member_logits(x), dim=-1)
+        return class_softmax(self.member_logits(x))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ All keep the outputs exactly (up to float rounding order) and are applied by
 :class:`freetickets.ensembles.packed.PackedMembers` to its own deep copies: in-place ReLUs where
 nothing else reads their input, zero-padded convolution channels where oneDNN's blocked kernels
 run faster (measured, see ``CHANNEL_BLOCK``), and channels-last memory for every convolution
-(:func:`channels_last`).
+(:func:`channels_last`); and a softmax over few classes computed on a transposed view
+(:func:`class_softmax`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["CHANNEL_BLOCK", "ChannelsLastConv1d", "channels_last", "pad_conv_channels", "relu_in_place"]
+__all__ = ["CHANNEL_BLOCK", "ChannelsLastConv1d", "channels_last", "class_softmax", "pad_conv_channels", "relu_in_place"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _FRESH_MODULES = (nn.Linear, *_CONVS, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -157,3 +158,19 @@ def channels_last(module: nn.Module) -> int:
             setattr(module.get_submodule(parent) if parent else module, leaf, ChannelsLastConv1d(mod))
             changed += 1
     return changed
+
+
+def class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``torch.softmax(logits, dim=-1)`` (a contiguous tensor of the same shape), faster for few classes.
+
+    Why: on the CPU, torch's softmax over the last dimension vectorises along that dimension, and
+    below 16 classes (one AVX-512 vector of floats) it falls back to a slow path. Measured on the
+    2-core CPU for ``(3, 256, C)`` logits: C = 10 took 50 us, against 13 us for the softmax over
+    dim -2 of the transposed view (which vectorises along the rows) plus a copy back; C = 16 took
+    7 us the plain way and 17 us transposed; at one row the plain call wins (2.2 against 3.8 us).
+    The values are the same softmax (differences at float rounding, ~3e-8).
+    """
+    c = logits.shape[-1]
+    if logits.device.type == "cpu" and logits.dim() >= 2 and c < 16 and logits.numel() >= 64 * c:
+        return torch.softmax(logits.transpose(-1, -2), dim=-2).transpose(-1, -2).contiguous()
+    return torch.softmax(logits, dim=-1)
