@@ -20,7 +20,8 @@ each run:
 
 One markdown row per (run, batch): model, M, batch, dense ms, ensemble / dense (goal <= 1.0),
 FLOPs ensemble / dense (``FlopCounterMode`` on the slim members, the ``cost.compact`` block of
-``freetickets evaluate``), the packed form's path, the max difference.
+``freetickets evaluate``), the packed form's path and the packing rule's route for the batch
+("packed: graph", "packed: folded", ...), the max difference.
 
     python benchmarks/compact.py RUN [RUN ...] [--batches 1 256] [--rounds 10] [--threads 2]
 
@@ -120,9 +121,15 @@ def bench_run(run: Path, manifest: dict, x: torch.Tensor, batches: list[int], ro
                                  "ensemble": lambda: compact.member_probs(xb)}, rounds, torch.device("cpu"))
         rows.append({"model": manifest["model"], "members": compact.members, "batch": batch,
                      "dense_ms": best["dense"] * 1e3, "ratio": best["ensemble"] / best["dense"],
-                     "flops": flops, "path": getattr(compact.form, "path", "—"), "diff": diff,
+                     "flops": flops, "path": _path(compact.form, xb), "diff": diff,
                      "problem": wrong_shape or (None if diff <= TOLERANCE else f"max diff {diff:.3g} > {TOLERANCE:g}")})
     return rows
+
+
+def _path(form, x: torch.Tensor) -> str:
+    """The packed form's path, with the packing rule's route for ``x`` ("packed: folded", say)."""
+    path = getattr(form, "path", "—")
+    return f"{path}: {form.route(x)}" if path == "packed" else path
 
 
 def format_row(r: dict) -> str:
