@@ -2,7 +2,8 @@
 # The GPU checks of one session, in one command, each step under its own time limit:
 #   1. the tests whose CUDA paths are skipped on CPU (tests/gpu, engine, data, ensembles);
 #   2. benchmarks/engine.py --device cuda      (sparse / dense step time, update cost);
-#   3. benchmarks/ensemble.py --device cuda    (ensemble / dense inference time);
+#   3. benchmarks/ensemble.py --device cuda    (ensemble / dense inference time; then slim channel
+#      tickets, --structure channel, at batch 1 and 256);
 #   4. benchmarks/pipeline.py --gpu            (WRN-28-10 training throughput, fp32 / bf16 / compile);
 #   5. freetickets demo --quick --device cuda  (every method end to end on the GPU).
 # Usage, from the repository root on a machine with one CUDA GPU and PyTorch installed:
@@ -32,7 +33,8 @@ $py -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 step tests_cuda 120 $py -m pytest -q -p no:cacheprovider -rs tests/gpu tests/sparse tests/data tests/ensembles
 step engine 75 $py benchmarks/engine.py --device cuda --quick
 step ensemble 75 $py benchmarks/ensemble.py --device cuda --rounds 10
-step train_gpu 150 $py benchmarks/pipeline.py --gpu --gpu-steps 30
+step ensemble_channel 60 $py benchmarks/ensemble.py --device cuda --structure channel --rounds 5 --batches 1 256 --cases mlp cnn1d wrn-16-8
+step train_gpu 120 $py benchmarks/pipeline.py --gpu --gpu-steps 30
 demo_dir=$(mktemp -d)
 step demo 100 $py -m freetickets demo --quick --device cuda --out "$demo_dir"
 cp "$demo_dir/report.md" "$out/demo_report.md" 2>/dev/null || true
