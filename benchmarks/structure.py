@@ -13,7 +13,7 @@ architecture with channels that never move). Evaluates the test split
 (accuracy, NLL, ECE; no OoD, no corruptions), and decides paired claims over the seeds with
 :func:`freetickets.metrics.claims.claim` (mean difference, two-sided 95% Student-t interval,
 verdict). Writes ``OUT/structure.json`` and prints two markdown tables (per method mean ± std;
-paired differences). Exit status 0 whatever the verdicts: it measures, it does not gate.
+paired differences; with ``--compare`` a third). Exit status 0 whatever the verdicts: it measures, it does not gate.
 
 ``--distribution`` sets the layer-density distribution of the channel methods only (from which
 :func:`freetickets.sparse.channels.allocate_channels` derives each layer's channel count; dense,
@@ -60,8 +60,8 @@ LEGACY_DISTRIBUTION = "erk"
 
 #: (a, b): the claim "a - b" for accuracy (higher is better) and NLL (lower is better)
 PAIRS = [("edst-channel", "edst"), ("edst-channel", "dense"), ("edst-channel", "deep"),
-         ("dst-channel", "dense"), ("dst-channel", "deep"), ("edst-channel", "dst-channel"),
-         ("edst-channel", "static-channel")]
+         ("dst-channel", "dense"), ("dst-channel", "deep"), ("static-channel", "dense"), ("static-channel", "deep"),
+         ("edst-channel", "dst-channel"), ("edst-channel", "static-channel")]
 
 
 #: prune fraction of the channel runs (the presets' 0.5 moves half the channels every update;
@@ -208,9 +208,11 @@ def tables(result: dict) -> str:
              "| slim inference FLOPs (× dense) |", "|---|---|---|---|---|---|---|---|"]
     for name, rows in result["per_seed"].items():
         dist = "/".join(sorted({_row_distribution(r) for r in rows}))
-        lines.append(f"| {name} | {dist} | {_ms([r['accuracy'] for r in rows], 100)} | {_ms([r['nll'] for r in rows], 1, 3)} "
-                     f"| {_ms([r['ece'] for r in rows], 1, 3)} | {statistics.fmean(r['train_flops_vs_dense'] for r in rows):.2f} "
-                     f"| {statistics.fmean(r['inference_flops_vs_dense'] for r in rows):.2f} | {_slim(rows)} |")
+        train_flops = statistics.fmean(r["train_flops_vs_dense"] for r in rows)
+        inference_flops = statistics.fmean(r["inference_flops_vs_dense"] for r in rows)
+        lines.append(f"| {name} | {dist} | {_ms([r['accuracy'] for r in rows], 100)} "
+                     f"| {_ms([r['nll'] for r in rows], 1, 3)} | {_ms([r['ece'] for r in rows], 1, 3)} "
+                     f"| {train_flops:.2f} | {inference_flops:.2f} | {_slim(rows)} |")
     lines += ["", *_claim_rows(result["claims"])]
     if "compare" in result:
         cmp = result["compare"]
