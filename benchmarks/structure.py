@@ -2,6 +2,8 @@
 
     python benchmarks/structure.py --seeds 5 --out structure_out [--quick]
     # or split over processes: --only 0 1 2 & --only 3 4, then the plain command summarises
+    python benchmarks/structure.py --seeds 5 --out structure_uniform --distribution uniform \
+        --compare structure_out/structure.json   # uniform channel allocation, paired with ERK
 
 Per seed (0, 100, 200, ... as the demo) trains with the demo's presets and regime: one dense
 model, the dense deep ensemble, the unstructured EDST ensemble, and the EDST and DST ensembles
@@ -11,7 +13,16 @@ architecture with channels that never move). Evaluates the test split
 (accuracy, NLL, ECE; no OoD, no corruptions), and decides paired claims over the seeds with
 :func:`freetickets.metrics.claims.claim` (mean difference, two-sided 95% Student-t interval,
 verdict). Writes ``OUT/structure.json`` and prints two markdown tables (per method mean ± std;
-paired differences). Exit status 0 whatever the verdicts: it measures, it does not gate.
+paired differences; with ``--compare`` a third). Exit status 0 whatever the verdicts: it measures, it does not gate.
+
+``--distribution`` sets the layer-density distribution of the channel methods only (from which
+:func:`freetickets.sparse.channels.allocate_channels` derives each layer's channel count; dense,
+deep and unstructured EDST keep the presets' ERK, so they are the same runs whatever it is).
+Without it the channel runs keep the presets' distribution (today's numbers). Every row records
+the distribution it was trained with, and a rerun into an ``OUT`` trained with another one is
+refused rather than mixed. ``--compare OTHER/structure.json`` pairs this run with another one of
+the same seeds, method by method (this run − the other, Student-t over the seeds as above): e.g.
+uniform − ERK channel allocation of each channel method.
 """
 from __future__ import annotations
 
@@ -27,7 +38,7 @@ from freetickets.demo import demo_config
 from freetickets.evaluation import evaluate_run
 from freetickets.metrics.claims import claim
 from freetickets.train import train
-from freetickets.train.config import validate
+from freetickets.train.config import DISTRIBUTIONS, validate
 from freetickets.utils.io import atomic_write_text
 
 #: name -> (demo method, structure)
@@ -40,10 +51,17 @@ METHODS = {
     "static-channel": ("static", "channel"),  # the same slim architecture, channels never move
 }
 
+#: the methods whose tickets are channel-structured (``--distribution`` applies to these only)
+CHANNEL = tuple(name for name, (_, structure) in METHODS.items() if structure == "channel")
+
+#: distribution recorded for rows written before rows recorded one (the script then always used
+#: the presets' ERK)
+LEGACY_DISTRIBUTION = "erk"
+
 #: (a, b): the claim "a - b" for accuracy (higher is better) and NLL (lower is better)
 PAIRS = [("edst-channel", "edst"), ("edst-channel", "dense"), ("edst-channel", "deep"),
-         ("dst-channel", "dense"), ("dst-channel", "deep"), ("edst-channel", "dst-channel"),
-         ("edst-channel", "static-channel")]
+         ("dst-channel", "dense"), ("dst-channel", "deep"), ("static-channel", "dense"), ("static-channel", "deep"),
+         ("edst-channel", "dst-channel"), ("edst-channel", "static-channel")]
 
 
 #: prune fraction of the channel runs (the presets' 0.5 moves half the channels every update;
@@ -51,26 +69,57 @@ PAIRS = [("edst-channel", "edst"), ("edst-channel", "dense"), ("edst-channel", "
 CHANNEL_PRUNE_FRACTION = 0.1
 
 
-def _config(name: str, seed: int, quick: bool, device: str):
+def _config(name: str, seed: int, quick: bool, device: str, distribution: str | None = None):
+    """The run config of method ``name``: the demo's preset; for the channel methods
+    ``structure: channel``, ``CHANNEL_PRUNE_FRACTION`` and ``distribution`` (None: the preset's)."""
     method, structure = METHODS[name]
     cfg = demo_config(method, seed, quick=quick, device=device)
     if structure is None:
         return cfg
-    return validate(dataclasses.replace(cfg, structure=structure, prune_fraction=CHANNEL_PRUNE_FRACTION))
+    changes = {"structure": structure, "prune_fraction": CHANNEL_PRUNE_FRACTION}
+    if distribution is not None:
+        changes["distribution"] = distribution
+    return validate(dataclasses.replace(cfg, **changes))
 
 
-def run_seed(out: Path, s: int, quick: bool, device: str) -> None:
+def _row_distribution(row: dict) -> str:
+    return row.get("distribution", LEGACY_DISTRIBUTION)
+
+
+def stale_rows(out: Path, seeds: list[int], quick: bool, device: str, distribution: str | None) -> list[str]:
+    """``seed{s}/NAME.json`` rows under ``out`` trained with another distribution than this
+    invocation would use (reusing them would mix two allocations in one table)."""
+    stale = []
+    for s in seeds:
+        for name in METHODS:
+            path = out / f"seed{s}" / f"{name}.json"
+            if path.exists():
+                want = _config(name, 100 * s, quick, device, distribution).distribution
+                got = _row_distribution(json.loads(path.read_text()))
+                if got != want:
+                    stale.append(f"seed{s}/{name} ({got}, not {want})")
+    return stale
+
+
+def run_seed(out: Path, s: int, quick: bool, device: str, distribution: str | None = None) -> None:
     """Train and evaluate every method for seed index ``s`` (seed ``100 * s``); one JSON row per
-    method in ``OUT/seed{s}/NAME.json`` (so seeds may run in parallel processes)."""
+    method in ``OUT/seed{s}/NAME.json`` (so seeds may run in parallel processes).
+
+    ``slim_inference_flops_vs_dense`` is the evaluation's ``cost.compact`` ratio (FLOPs counted on
+    the slim members; channel runs only, None otherwise)."""
     rows: dict[str, dict] = {}
     for name in METHODS:
         run_dir = out / f"seed{s}" / name
         t0 = time.time()
-        train(_config(name, 100 * s, quick, device), run_dir, overwrite=True)
+        cfg = _config(name, 100 * s, quick, device, distribution)
+        train(cfg, run_dir, overwrite=True)
         res = evaluate_run(run_dir, ood=["none"], corruptions=None, device=device)
+        compact = res["cost"].get("compact") or {}
         rows[name] = {"accuracy": res["ensemble"]["accuracy"], "nll": res["ensemble"]["nll"],
                       "ece": res["ensemble"]["ece"], "train_flops": res["cost"]["train_flops"],
-                      "inference_flops": res["cost"]["inference_flops"], "sparsity": res["cost"]["sparsity"]}
+                      "inference_flops": res["cost"]["inference_flops"], "sparsity": res["cost"]["sparsity"],
+                      "distribution": cfg.distribution,
+                      "slim_inference_flops_vs_dense": compact.get("inference_flops_vs_dense")}
         print(f"[seed {s}] {name:<14} accuracy {100 * rows[name]['accuracy']:.2f}%  NLL {rows[name]['nll']:.4f}  "
               f"({time.time() - t0:.0f} s)", flush=True)
     for name, row in rows.items():
@@ -79,16 +128,57 @@ def run_seed(out: Path, s: int, quick: bool, device: str) -> None:
         atomic_write_text(out / f"seed{s}" / f"{name}.json", json.dumps(row))
 
 
+def _pair(name: str, a: list[dict], b: list[dict]) -> list[dict]:
+    """The accuracy (pp, higher is better) and NLL (lower is better) claims of ``a - b``, per seed."""
+    return [claim(f"{name}, accuracy (pp)", [100 * r["accuracy"] for r in a], [100 * r["accuracy"] for r in b]),
+            claim(f"{name}, NLL", [r["nll"] for r in a], [r["nll"] for r in b], higher_is_better=False)]
+
+
+def channel_distribution(result: dict) -> str:
+    """The one distribution the channel rows of a summary were trained with (``ValueError`` if mixed)."""
+    found = {_row_distribution(r) for name in CHANNEL for r in result["per_seed"].get(name, [])}
+    if len(found) != 1:
+        raise ValueError(f"channel rows trained with {sorted(found) or 'no'} distributions, expected exactly one")
+    return found.pop()
+
+
 def summarize(out: Path, seeds: list[int], quick: bool) -> dict:
-    """``{"per_seed": {name: [per-seed dict]}, "claims": [...]}`` from the seeds' JSON rows."""
+    """``{"per_seed": {name: [per-seed dict]}, "claims": [...], "distribution": ...}`` from the seeds' JSON rows."""
     per = {name: [json.loads((out / f"seed{s}" / f"{name}.json").read_text()) for s in seeds] for name in METHODS}
-    claims = []
-    for a, b in PAIRS:
-        claims.append(claim(f"{a} - {b}, accuracy (pp)", [100 * r["accuracy"] for r in per[a]],
-                            [100 * r["accuracy"] for r in per[b]]))
-        claims.append(claim(f"{a} - {b}, NLL", [r["nll"] for r in per[a]], [r["nll"] for r in per[b]],
-                            higher_is_better=False))
-    return {"seeds": [100 * s for s in seeds], "quick": quick, "per_seed": per, "claims": claims}
+    claims = [c for a, b in PAIRS for c in _pair(f"{a} - {b}", per[a], per[b])]
+    result = {"seeds": [100 * s for s in seeds], "quick": quick, "per_seed": per, "claims": claims}
+    result["distribution"] = channel_distribution(result)
+    return result
+
+
+def check_pairable(other, seeds: list[int], quick: bool) -> None:
+    """``ValueError`` unless ``other`` is a summary of the same ``seeds`` (0, 100, ...) and
+    ``quick`` with every method's per-seed rows."""
+    if not isinstance(other, dict) or not isinstance(other.get("per_seed"), dict):
+        raise ValueError("--compare: not a structure.json summary")
+    if other.get("seeds") != seeds or bool(other.get("quick")) != bool(quick):
+        raise ValueError(f"--compare: seeds {other.get('seeds')} (quick={bool(other.get('quick'))}) cannot be paired "
+                         f"with seeds {seeds} (quick={bool(quick)})")
+    missing = [name for name in METHODS if len(other["per_seed"].get(name) or []) != len(seeds)]
+    if missing:
+        raise ValueError(f"--compare: no per-seed rows for {', '.join(missing)}")
+
+
+def compare(result: dict, other: dict) -> dict:
+    """Paired claims of this run's channel methods against another run's (same seeds, same
+    ``quick``): ``{"other_distribution", "claims", "unchanged_max_abs_diff"}``; the last is the
+    largest per-seed |difference| of accuracy (pp) and NLL over the methods ``--distribution``
+    does not touch, which are the same runs in both (0 when training is reproducible).
+    ``ValueError`` when the two cannot be paired."""
+    check_pairable(other, result["seeds"], result["quick"])
+    this, that = result["distribution"], channel_distribution(other)
+    claims = [c for name in CHANNEL
+              for c in _pair(f"{name}: {this} - {that}", result["per_seed"][name], other["per_seed"][name])]
+    unchanged = [name for name in METHODS if name not in CHANNEL]
+    diffs = [(abs(100 * (a["accuracy"] - b["accuracy"])), abs(a["nll"] - b["nll"]))
+             for name in unchanged for a, b in zip(result["per_seed"][name], other["per_seed"][name])]
+    return {"other_distribution": that, "claims": claims,
+            "unchanged_max_abs_diff": {"accuracy_pp": max(d[0] for d in diffs), "nll": max(d[1] for d in diffs)}}
 
 
 def _ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -97,18 +187,40 @@ def _ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def tables(result: dict) -> str:
-    lines = ["| method | accuracy (%) | NLL | ECE | train FLOPs (× dense) | inference FLOPs (× dense) |",
-             "|---|---|---|---|---|---|"]
-    for name, rows in result["per_seed"].items():
-        lines.append(f"| {name} | {_ms([r['accuracy'] for r in rows], 100)} | {_ms([r['nll'] for r in rows], 1, 3)} "
-                     f"| {_ms([r['ece'] for r in rows], 1, 3)} | {statistics.fmean(r['train_flops_vs_dense'] for r in rows):.2f} "
-                     f"| {statistics.fmean(r['inference_flops_vs_dense'] for r in rows):.2f} |")
-    lines += ["", "| paired difference | mean | 95% interval | verdict |", "|---|---|---|---|"]
-    for c in result["claims"]:
+def _slim(rows: list[dict]) -> str:
+    values = [r.get("slim_inference_flops_vs_dense") for r in rows]
+    return "—" if any(v is None for v in values) else f"{statistics.fmean(values):.2f}"
+
+
+def _claim_rows(claims: list[dict]) -> list[str]:
+    lines = ["| paired difference | mean | 95% interval | verdict |", "|---|---|---|---|"]
+    for c in claims:
         lo, hi = c["interval"]
         interval = "unbounded" if lo is None else f"[{lo:+.3f}, {hi:+.3f}]"
         lines.append(f"| {c['name']} | {c['difference']:+.3f} | {interval} | {c['verdict']} |")
+    return lines
+
+
+def tables(result: dict) -> str:
+    """Markdown: per method mean ± std over the seeds, the paired claims, and (with ``--compare``)
+    the paired claims against the other run. "slim" FLOPs are ``cost.compact``'s (— for masked runs)."""
+    lines = ["| method | distribution | accuracy (%) | NLL | ECE | train FLOPs (× dense) | inference FLOPs (× dense) "
+             "| slim inference FLOPs (× dense) |", "|---|---|---|---|---|---|---|---|"]
+    for name, rows in result["per_seed"].items():
+        dist = "/".join(sorted({_row_distribution(r) for r in rows}))
+        train_flops = statistics.fmean(r["train_flops_vs_dense"] for r in rows)
+        inference_flops = statistics.fmean(r["inference_flops_vs_dense"] for r in rows)
+        lines.append(f"| {name} | {dist} | {_ms([r['accuracy'] for r in rows], 100)} "
+                     f"| {_ms([r['nll'] for r in rows], 1, 3)} | {_ms([r['ece'] for r in rows], 1, 3)} "
+                     f"| {train_flops:.2f} | {inference_flops:.2f} | {_slim(rows)} |")
+    lines += ["", *_claim_rows(result["claims"])]
+    if "compare" in result:
+        cmp = result["compare"]
+        lines += ["", f"Against {cmp['path']} (channel rows: {cmp['other_distribution']}):", "",
+                  *_claim_rows(cmp["claims"]), "",
+                  f"Runs that --distribution does not touch ({', '.join(n for n in METHODS if n not in CHANNEL)}) "
+                  f"differ by at most {cmp['unchanged_max_abs_diff']['accuracy_pp']:.3f} pp accuracy and "
+                  f"{cmp['unchanged_max_abs_diff']['nll']:.4f} NLL per seed."]
     return "\n".join(lines)
 
 
@@ -120,18 +232,47 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="structure_out")
     p.add_argument("--quick", action="store_true", help="the demo's smoke settings (not meaningful numbers)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS,
+                   help="layer-density distribution of the channel methods only, from which each layer's channel "
+                        "count follows (default: the presets', erk); uniform keeps the same fraction of every "
+                        "layer's channels")
+    p.add_argument("--compare", metavar="OTHER_JSON",
+                   help="another run's structure.json with the same seeds: pair each channel method with it "
+                        "(this run - the other, e.g. uniform - erk)")
     args = p.parse_args(argv)
     if args.seeds < 2:
         p.error("--seeds: at least 2 (one seed gives no interval)")
+    if args.compare is not None and args.only is not None:
+        p.error("--compare: only with the summarising command (without --only)")
+    other = None
+    if args.compare is not None:
+        try:
+            other = json.loads(Path(args.compare).read_text())
+        except (OSError, ValueError) as exc:
+            p.error(f"--compare: cannot read {args.compare}: {exc}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
+    if other is not None:
+        try:  # before training, not after it
+            check_pairable(other, [100 * s for s in seeds], args.quick)
+        except ValueError as exc:
+            p.error(str(exc))
+    stale = [] if args.only is not None else stale_rows(out, seeds, args.quick, args.device, args.distribution)
+    if stale:  # (--only retrains its seeds whatever they hold; the summarising command checks them all)
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        p.error(f"--out {out} holds runs trained with another --distribution: {stale[0]}{more}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
     for s in (args.only if args.only is not None else seeds):
         if args.only is not None or not all((out / f"seed{s}" / f"{n}.json").exists() for n in METHODS):
-            run_seed(out, s, args.quick, args.device)
+            run_seed(out, s, args.quick, args.device, args.distribution)
     if args.only is not None:
         return 0
-    result = summarize(out, seeds, args.quick)
+    try:
+        result = summarize(out, seeds, args.quick)
+        if other is not None:
+            result["compare"] = {"path": args.compare, **compare(result, other)}
+    except ValueError as exc:
+        p.error(str(exc))
     atomic_write_text(out / "structure.json", json.dumps(result, indent=2))
     print()
     print(tables(result))

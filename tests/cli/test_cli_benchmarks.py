@@ -1,5 +1,6 @@
 """benchmarks/quality.py refuses one seed; benchmarks/sparsity.py end to end at tiny settings;
-benchmarks/compact.py on a tiny trained channel run (its checks, rows and refusals)."""
+benchmarks/compact.py on a tiny trained channel run (its checks, rows and refusals);
+benchmarks/structure.py's channel allocation option and --compare."""
 from __future__ import annotations
 
 import importlib.util
@@ -233,3 +234,42 @@ def test_compact_benchmark_refuses_runs_without_a_compact_form(tmp_path, capsys)
     assert mod.main([str(dense), "--rounds", "1"]) == 2
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "not a channel run" in err and "|" not in out
+
+
+def test_structure_distribution_applies_to_channel_runs_and_pairs_with_compare(tmp_path, monkeypatch, capsys, cli_env):
+    """benchmarks/structure.py --distribution: the channel runs only, recorded per row; --compare
+    pairs them with another run seed by seed; an OUT trained with another distribution is refused."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"width": 8}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    bench = _load("structure")
+    erk, uni = tmp_path / "erk", tmp_path / "uni"
+    assert bench.main(["--quick", "--seeds", "2", "--out", str(erk)]) == 0
+    assert bench.main(["--quick", "--seeds", "2", "--out", str(uni), "--distribution", "uniform",
+                       "--compare", str(erk / "structure.json")]) == 0
+    a, b = (json.loads((d / "structure.json").read_text()) for d in (uni, erk))
+    assert (a["distribution"], b["distribution"]) == ("uniform", "erk")
+    for name, rows in a["per_seed"].items():
+        channel = name in bench.CHANNEL
+        assert [r["distribution"] for r in rows] == ["uniform" if channel else "erk"] * 2
+        # slim FLOPs exist exactly for the channel runs (they load compact), and the allocation changes them
+        assert all((r["slim_inference_flops_vs_dense"] is not None) == channel for r in rows)
+        if channel:
+            assert [r["slim_inference_flops_vs_dense"] for r in rows] != \
+                [r["slim_inference_flops_vs_dense"] for r in b["per_seed"][name]]
+    # the runs --distribution does not touch are the same runs in both
+    assert a["compare"]["unchanged_max_abs_diff"] == {"accuracy_pp": 0.0, "nll": 0.0}
+    claims = {c["name"]: c for c in a["compare"]["claims"]}
+    assert len(claims) == 2 * len(bench.CHANNEL)
+    for name in bench.CHANNEL:
+        c = claims[f"{name}: uniform - erk, accuracy (pp)"]
+        diffs = [100 * (x["accuracy"] - y["accuracy"]) for x, y in zip(a["per_seed"][name], b["per_seed"][name])]
+        assert c["difference"] == pytest.approx(sum(diffs) / 2) and c["seeds"] == 2
+    out = capsys.readouterr().out
+    assert "| edst-channel | uniform |" in out and "static-channel: uniform - erk, NLL" in out
+    # the ERK OUT again with --distribution uniform: refused (one line, exit 2), nothing retrained
+    before = (erk / "seed0" / "edst-channel.json").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--quick", "--seeds", "2", "--out", str(erk), "--distribution", "uniform"])
+    assert exc.value.code == 2 and "another --distribution" in capsys.readouterr().err
+    assert (erk / "seed0" / "edst-channel.json").stat().st_mtime_ns == before
