@@ -72,6 +72,12 @@ CANDIDATES = {
     **{f"edst-channel-q{q}-jumps-only": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
                                                           "jump_fraction": q, "update_interval": None})
        for q in (0.5, 0.1)},
+    # ... and both at today's fractions with rarer updates (optimizer steps between updates; the
+    # converged regime has 57 steps per epoch)
+    **{f"edst-channel-q0.5-u{u}": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
+                                                    "jump_fraction": 0.5, "update_interval": u}) for u in (400, 1000)},
+    **{f"dst-channel-p0.1-u{u}": ("mnist1d_dst", {"structure": "channel", "prune_fraction": 0.1,
+                                                  "update_interval": u}) for u in (400, 1000)},
 }
 
 
