@@ -23,8 +23,9 @@ the settings it was trained with (:data:`RECORDED`: distribution, prune and jump
 rerun into an ``OUT`` whose rows were trained with other ones is refused rather than mixed. The
 summarising command reuses every row already in ``OUT`` and trains only the missing ones (``--only``
 retrains every method of its seeds): to re-measure after changing a channel constant, delete the
-rows (``seed*/NAME.json``) of the methods it changes and rerun. ``--compare OTHER/structure.json`` pairs this run with another one of
-the same seeds, method by method (this run − the other, Student-t over the seeds as above): e.g.
+rows (``seed*/NAME.json``) of the methods it changes and rerun.
+
+``--compare OTHER/structure.json`` pairs this run with another one of the same seeds, method by method (this run − the other, Student-t over the seeds as above): e.g.
 uniform − ERK channel allocation of each channel method.
 """
 from __future__ import annotations
