@@ -25,8 +25,9 @@ summarising command reuses every row already in ``OUT`` and trains only the miss
 retrains every method of its seeds): to re-measure after changing a channel constant, delete the
 rows (``seed*/NAME.json``) of the methods it changes and rerun.
 
-``--compare OTHER/structure.json`` pairs this run with another one of the same seeds, method by method (this run − the other, Student-t over the seeds as above): e.g.
-uniform − ERK channel allocation of each channel method.
+``--compare OTHER/structure.json`` pairs this run with another one of the same seeds, method by
+method (this run − the other, Student-t over the seeds as above): e.g. uniform − ERK channel
+allocation of each channel method.
 """
 from __future__ import annotations
 
