@@ -60,6 +60,24 @@ CANDIDATES = {
     "mse-s1.5": ("mnist1d_masksembles", {"masksembles_scale": 1.5}),
     "mse-s2": ("mnist1d_masksembles", {"masksembles_scale": 2.0}),
     "mse-s3": ("mnist1d_masksembles", {"masksembles_scale": 3.0}),
+    # channel-structured tickets (issue 22): EDST's jump at benchmarks/structure.py's prune fraction
+    # 0.1, and channel-DST's prune fraction (a layer keeping c channels moves ceil(fraction * c))
+    **{f"edst-channel-q{q}": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1, "jump_fraction": q})
+       for q in (0.5, 0.2, 0.1, 0.05)},
+    **{f"dst-channel-p{p}": ("mnist1d_dst", {"structure": "channel", "prune_fraction": p}) for p in (0.1, 0.05, 0.2)},
+    # references for the above: channels that never move, and EDST with the jumps but without the
+    # updates every update_interval steps (which, at prune fraction 0.1, still move a channel of a
+    # layer keeping 4 every update)
+    "static-channel": ("mnist1d_static", {"structure": "channel", "prune_fraction": 0.1}),
+    **{f"edst-channel-q{q}-jumps-only": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
+                                                          "jump_fraction": q, "update_interval": None})
+       for q in (0.5, 0.1)},
+    # ... and both at today's fractions with rarer updates (optimizer steps between updates; the
+    # converged regime has 57 steps per epoch)
+    **{f"edst-channel-q0.5-u{u}": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
+                                                    "jump_fraction": 0.5, "update_interval": u}) for u in (400, 1000)},
+    **{f"dst-channel-p0.1-u{u}": ("mnist1d_dst", {"structure": "channel", "prune_fraction": 0.1,
+                                                  "update_interval": u}) for u in (400, 1000)},
 }
 
 

@@ -8,8 +8,8 @@
 Per seed (0, 100, 200, ... as the demo) trains with the demo's presets and regime: one dense
 model, the dense deep ensemble, the unstructured EDST ensemble, and the EDST and DST ensembles
 with ``structure: channel`` (same presets; only the structure changed, and the prune fraction, see
-``CHANNEL_PRUNE_FRACTION``), plus ``static`` with channel structure (the same slim
-architecture with channels that never move). Evaluates the test split
+``CHANNEL_PRUNE_FRACTION``, and EDST's jump, ``CHANNEL_JUMP_FRACTION``), plus ``static`` with
+channel structure (the same slim architecture with channels that never move). Evaluates the test split
 (accuracy, NLL, ECE; no OoD, no corruptions), and decides paired claims over the seeds with
 :func:`freetickets.metrics.claims.claim` (mean difference, two-sided 95% Student-t interval,
 verdict). Writes ``OUT/structure.json`` and prints two markdown tables (per method mean ± std;
@@ -19,10 +19,15 @@ paired differences; with ``--compare`` a third). Exit status 0 whatever the verd
 :func:`freetickets.sparse.channels.allocate_channels` derives each layer's channel count; dense,
 deep and unstructured EDST keep the presets' ERK, so they are the same runs whatever it is).
 Without it the channel runs keep the presets' distribution (today's numbers). Every row records
-the distribution it was trained with, and a rerun into an ``OUT`` trained with another one is
-refused rather than mixed. ``--compare OTHER/structure.json`` pairs this run with another one of
-the same seeds, method by method (this run − the other, Student-t over the seeds as above): e.g.
-uniform − ERK channel allocation of each channel method.
+the settings it was trained with (:data:`RECORDED`: distribution, prune and jump fraction), and a
+rerun into an ``OUT`` whose rows were trained with other ones is refused rather than mixed. The
+summarising command reuses every row already in ``OUT`` and trains only the missing ones (``--only``
+retrains every method of its seeds): to re-measure after changing a channel constant, delete the
+rows (``seed*/NAME.json``) of the methods it changes and rerun.
+
+``--compare OTHER/structure.json`` pairs this run with another one of the same seeds, method by
+method (this run − the other, Student-t over the seeds as above): e.g. uniform − ERK channel
+allocation of each channel method.
 """
 from __future__ import annotations
 
@@ -58,6 +63,14 @@ CHANNEL = tuple(name for name, (_, structure) in METHODS.items() if structure ==
 #: the presets' ERK)
 LEGACY_DISTRIBUTION = "erk"
 
+#: the settings every row records; a summarising rerun reuses a row only when they equal what this
+#: invocation would train (and refuses to mix otherwise)
+RECORDED = ("distribution", "prune_fraction", "jump_fraction")
+
+#: prune fraction of the channel rows written before rows recorded their settings (their jump
+#: fraction was the preset's, and every setting of the other rows too)
+LEGACY_CHANNEL_PRUNE_FRACTION = 0.1
+
 #: (a, b): the claim "a - b" for accuracy (higher is better) and NLL (lower is better)
 PAIRS = [("edst-channel", "edst"), ("edst-channel", "dense"), ("edst-channel", "deep"),
          ("dst-channel", "dense"), ("dst-channel", "deep"), ("static-channel", "dense"), ("static-channel", "deep"),
@@ -65,18 +78,29 @@ PAIRS = [("edst-channel", "edst"), ("edst-channel", "dense"), ("edst-channel", "
 
 
 #: prune fraction of the channel runs (the presets' 0.5 moves half the channels every update;
-#: 0.1 was best of 0.05 / 0.1 / 0.2 / 0.5 on the validation split of seed 0, docs/benchmarks.md)
+#: 0.1 was best of 0.05 / 0.1 / 0.2 / 0.5 on the validation split of seed 0, docs/benchmarks.md;
+#: re-checked for channel-DST in the converged regime, validation split, seeds 0-300: 0.1 best of
+#: 0.05 / 0.1 / 0.2, benchmarks/select_presets.py, docs/benchmarks.md "Channel settings on validation")
 CHANNEL_PRUNE_FRACTION = 0.1
+
+#: EDST's jump fraction of the channel run (the share of each layer's kept channels regrown between
+#: refinement phases): the preset's 0.5 had the best mean validation accuracy of 0.5 / 0.2 / 0.1 / 0.05
+#: (converged regime, seeds 0-300; all four within noise, the smaller jumps had lower NLL, not resolved;
+#: docs/benchmarks.md "Channel settings on validation")
+CHANNEL_JUMP_FRACTION = 0.5
 
 
 def _config(name: str, seed: int, quick: bool, device: str, distribution: str | None = None):
     """The run config of method ``name``: the demo's preset; for the channel methods
-    ``structure: channel``, ``CHANNEL_PRUNE_FRACTION`` and ``distribution`` (None: the preset's)."""
+    ``structure: channel``, ``CHANNEL_PRUNE_FRACTION`` (and for EDST ``CHANNEL_JUMP_FRACTION``) and
+    ``distribution`` (None: the preset's)."""
     method, structure = METHODS[name]
     cfg = demo_config(method, seed, quick=quick, device=device)
     if structure is None:
         return cfg
     changes = {"structure": structure, "prune_fraction": CHANNEL_PRUNE_FRACTION}
+    if method == "edst":
+        changes["jump_fraction"] = CHANNEL_JUMP_FRACTION
     if distribution is not None:
         changes["distribution"] = distribution
     return validate(dataclasses.replace(cfg, **changes))
@@ -86,29 +110,45 @@ def _row_distribution(row: dict) -> str:
     return row.get("distribution", LEGACY_DISTRIBUTION)
 
 
+def _row_settings(name: str, row: dict, preset) -> dict:
+    """The :data:`RECORDED` settings ``row`` of method ``name`` was trained with; a setting the row
+    does not record is the legacy one (``preset``: the method's demo config, without this
+    script's channel changes)."""
+    legacy = {"distribution": LEGACY_DISTRIBUTION, "jump_fraction": preset.jump_fraction,
+              "prune_fraction": LEGACY_CHANNEL_PRUNE_FRACTION if name in CHANNEL else preset.prune_fraction}
+    return {key: row.get(key, legacy[key]) for key in RECORDED}
+
+
 def stale_rows(out: Path, seeds: list[int], quick: bool, device: str, distribution: str | None) -> list[str]:
-    """``seed{s}/NAME.json`` rows under ``out`` trained with another distribution than this
-    invocation would use (reusing them would mix two allocations in one table)."""
+    """``seed{s}/NAME.json`` rows under ``out`` trained with other :data:`RECORDED` settings than
+    this invocation would use (reusing them would mix two settings in one table)."""
     stale = []
     for s in seeds:
         for name in METHODS:
             path = out / f"seed{s}" / f"{name}.json"
             if path.exists():
-                want = _config(name, 100 * s, quick, device, distribution).distribution
-                got = _row_distribution(json.loads(path.read_text()))
-                if got != want:
-                    stale.append(f"seed{s}/{name} ({got}, not {want})")
+                cfg = _config(name, 100 * s, quick, device, distribution)
+                want = {key: getattr(cfg, key) for key in RECORDED}
+                got = _row_settings(name, json.loads(path.read_text()), demo_config(METHODS[name][0], 100 * s,
+                                                                                    quick=quick, device=device))
+                diff = ", ".join(f"{key} {got[key]}, not {want[key]}" for key in RECORDED if got[key] != want[key])
+                if diff:
+                    stale.append(f"seed{s}/{name} ({diff})")
     return stale
 
 
-def run_seed(out: Path, s: int, quick: bool, device: str, distribution: str | None = None) -> None:
-    """Train and evaluate every method for seed index ``s`` (seed ``100 * s``); one JSON row per
-    method in ``OUT/seed{s}/NAME.json`` (so seeds may run in parallel processes).
+def run_seed(out: Path, s: int, quick: bool, device: str, distribution: str | None = None,
+             names: list[str] | None = None) -> None:
+    """Train and evaluate the methods ``names`` (default: all) for seed index ``s`` (seed
+    ``100 * s``); one JSON row per method in ``OUT/seed{s}/NAME.json`` (so seeds may run in
+    parallel processes). Without ``dense`` in ``names`` the FLOPs ratios use the dense row already
+    in ``OUT``. Rows record their :data:`RECORDED` settings.
 
     ``slim_inference_flops_vs_dense`` is the evaluation's ``cost.compact`` ratio (FLOPs counted on
     the slim members; channel runs only, None otherwise)."""
+    names = list(METHODS) if names is None else names
     rows: dict[str, dict] = {}
-    for name in METHODS:
+    for name in names:
         run_dir = out / f"seed{s}" / name
         t0 = time.time()
         cfg = _config(name, 100 * s, quick, device, distribution)
@@ -118,13 +158,14 @@ def run_seed(out: Path, s: int, quick: bool, device: str, distribution: str | No
         rows[name] = {"accuracy": res["ensemble"]["accuracy"], "nll": res["ensemble"]["nll"],
                       "ece": res["ensemble"]["ece"], "train_flops": res["cost"]["train_flops"],
                       "inference_flops": res["cost"]["inference_flops"], "sparsity": res["cost"]["sparsity"],
-                      "distribution": cfg.distribution,
+                      **{key: getattr(cfg, key) for key in RECORDED},
                       "slim_inference_flops_vs_dense": compact.get("inference_flops_vs_dense")}
         print(f"[seed {s}] {name:<14} accuracy {100 * rows[name]['accuracy']:.2f}%  NLL {rows[name]['nll']:.4f}  "
               f"({time.time() - t0:.0f} s)", flush=True)
+    dense = rows["dense"] if "dense" in rows else json.loads((out / f"seed{s}" / "dense.json").read_text())
     for name, row in rows.items():
-        row["train_flops_vs_dense"] = row["train_flops"] / rows["dense"]["train_flops"]
-        row["inference_flops_vs_dense"] = row["inference_flops"] / rows["dense"]["inference_flops"]
+        row["train_flops_vs_dense"] = row["train_flops"] / dense["train_flops"]
+        row["inference_flops_vs_dense"] = row["inference_flops"] / dense["inference_flops"]
         atomic_write_text(out / f"seed{s}" / f"{name}.json", json.dumps(row))
 
 
@@ -260,11 +301,14 @@ def main(argv=None) -> int:
     stale = [] if args.only is not None else stale_rows(out, seeds, args.quick, args.device, args.distribution)
     if stale:  # (--only retrains its seeds whatever they hold; the summarising command checks them all)
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
-        p.error(f"--out {out} holds runs trained with another --distribution: {stale[0]}{more}; choose another --out")
+        p.error(f"--out {out} holds runs trained with other settings (another --distribution, or this script's "
+                f"channel constants changed): {stale[0]}{more}; choose another --out or delete those rows")
     out.mkdir(parents=True, exist_ok=True)
     for s in (args.only if args.only is not None else seeds):
-        if args.only is not None or not all((out / f"seed{s}" / f"{n}.json").exists() for n in METHODS):
-            run_seed(out, s, args.quick, args.device, args.distribution)
+        # --only retrains every method of its seeds; the summarising command trains only the missing rows
+        missing = [n for n in METHODS if args.only is not None or not (out / f"seed{s}" / f"{n}.json").exists()]
+        if missing:
+            run_seed(out, s, args.quick, args.device, args.distribution, missing)
     if args.only is not None:
         return 0
     try:

@@ -273,3 +273,42 @@ def test_structure_distribution_applies_to_channel_runs_and_pairs_with_compare(t
         bench.main(["--quick", "--seeds", "2", "--out", str(erk), "--distribution", "uniform"])
     assert exc.value.code == 2 and "another --distribution" in capsys.readouterr().err
     assert (erk / "seed0" / "edst-channel.json").stat().st_mtime_ns == before
+
+
+def test_structure_reuses_rows_and_refuses_rows_of_other_channel_settings(tmp_path, monkeypatch, capsys, cli_env):
+    """benchmarks/structure.py: rows record their prune and jump fractions; after a channel constant
+    changes, the old rows are refused (exit 2, nothing retrained); once deleted, the
+    summarising command retrains only them and reuses every other row as it is."""
+    monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
+                                        "pf_epochs": 1, "model_kwargs": {"width": 8}, "batch_size": 64})
+    monkeypatch.setattr(demo, "QUICK_EDST", {"epochs": 3, "explore_epochs": 1})
+    bench = _load("structure")
+    out = tmp_path / "out"
+    assert bench.main(["--quick", "--seeds", "2", "--out", str(out)]) == 0
+    first = json.loads((out / "structure.json").read_text())["per_seed"]
+    assert [r["jump_fraction"] for r in first["edst-channel"]] == [bench.CHANNEL_JUMP_FRACTION] * 2
+    assert [r["prune_fraction"] for r in first["dst-channel"]] == [bench.CHANNEL_PRUNE_FRACTION] * 2
+    rows = {p: p.stat().st_mtime_ns for p in out.glob("seed*/*.json")}
+    assert len(rows) == 2 * len(bench.METHODS)
+    new_jump = 0.25 if bench.CHANNEL_JUMP_FRACTION != 0.25 else 0.3
+    monkeypatch.setattr(bench, "CHANNEL_JUMP_FRACTION", new_jump)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--quick", "--seeds", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err  # (argparse: the usage, then the one error line)
+    assert f"seed0/edst-channel (jump_fraction {first['edst-channel'][0]['jump_fraction']}, not {new_jump})" in err
+    assert [r.split(" ")[0] for r in bench.stale_rows(out, [0, 1], True, "cpu", None)] == \
+        ["seed0/edst-channel", "seed1/edst-channel"]  # only channel-EDST uses the jump
+    for s in (0, 1):
+        (out / f"seed{s}" / "edst-channel.json").unlink()
+    assert bench.main(["--quick", "--seeds", "2", "--out", str(out)]) == 0
+    again = json.loads((out / "structure.json").read_text())["per_seed"]
+    for path, mtime in rows.items():
+        assert (path.stat().st_mtime_ns == mtime) == (path.name != "edst-channel.json"), path
+    assert [r["jump_fraction"] for r in again["edst-channel"]] == [new_jump] * 2
+    assert {n: r for n, r in again.items() if n != "edst-channel"} == \
+        {n: r for n, r in first.items() if n != "edst-channel"}
+    # the retrained rows' FLOPs ratios use the dense rows left in place
+    assert [r["train_flops_vs_dense"] for r in again["edst-channel"]] == \
+        [r["train_flops"] / d["train_flops"] for r, d in zip(again["edst-channel"], first["dense"])]
