@@ -77,7 +77,11 @@ CANDIDATES = {
     **{f"edst-channel-q0.5-u{u}": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
                                                     "jump_fraction": 0.5, "update_interval": u}) for u in (400, 1000)},
     **{f"dst-channel-p0.1-u{u}": ("mnist1d_dst", {"structure": "channel", "prune_fraction": 0.1,
-                                                  "update_interval": u}) for u in (400, 1000)},
+                                                  "update_interval": u}) for u in (200, 400, 1000)},
+    # the update interval of the channel runs, channel-EDST at the jump 0.1 (its u100 is edst-channel-q0.1)
+    **{f"edst-channel-q0.1-u{u}": ("mnist1d_edst", {"structure": "channel", "prune_fraction": 0.1,
+                                                    "jump_fraction": 0.1, "update_interval": u})
+       for u in (200, 400, 1000)},
 }
 
 

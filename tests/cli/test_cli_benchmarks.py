@@ -276,7 +276,7 @@ def test_structure_distribution_applies_to_channel_runs_and_pairs_with_compare(t
 
 
 def test_structure_reuses_rows_and_refuses_rows_of_other_channel_settings(tmp_path, monkeypatch, capsys, cli_env):
-    """benchmarks/structure.py: rows record their prune and jump fractions; after a channel constant
+    """benchmarks/structure.py: rows record their prune and jump fractions and update interval; after a channel constant
     changes, the old rows are refused (exit 2, nothing retrained); once deleted, the
     summarising command retrains only them and reuses every other row as it is."""
     monkeypatch.setattr(demo, "QUICK", {"num_samples": 1000, "epochs": 2, "members": 2, "update_interval": 5,
@@ -288,6 +288,17 @@ def test_structure_reuses_rows_and_refuses_rows_of_other_channel_settings(tmp_pa
     first = json.loads((out / "structure.json").read_text())["per_seed"]
     assert [r["jump_fraction"] for r in first["edst-channel"]] == [bench.CHANNEL_JUMP_FRACTION] * 2
     assert [r["prune_fraction"] for r in first["dst-channel"]] == [bench.CHANNEL_PRUNE_FRACTION] * 2
+    # --quick keeps the quick interval (CHANNEL_UPDATE_INTERVAL is for the full runs), recorded per row
+    assert {r["update_interval"] for rows in first.values() for r in rows} == {5}
+    # a row of another update interval is stale; a row without one (written before rows recorded it)
+    # was trained with the preset's
+    row_path = out / "seed1" / "dst-channel.json"
+    text = row_path.read_text()
+    row_path.write_text(json.dumps({**json.loads(text), "update_interval": 50}))
+    assert bench.stale_rows(out, [0, 1], True, "cpu", None) == ["seed1/dst-channel (update_interval 50, not 5)"]
+    row_path.write_text(json.dumps({k: v for k, v in json.loads(text).items() if k != "update_interval"}))
+    assert bench.stale_rows(out, [0, 1], True, "cpu", None) == []
+    row_path.write_text(text)
     rows = {p: p.stat().st_mtime_ns for p in out.glob("seed*/*.json")}
     assert len(rows) == 2 * len(bench.METHODS)
     new_jump = 0.25 if bench.CHANNEL_JUMP_FRACTION != 0.25 else 0.3
@@ -312,3 +323,18 @@ def test_structure_reuses_rows_and_refuses_rows_of_other_channel_settings(tmp_pa
     # the retrained rows' FLOPs ratios use the dense rows left in place
     assert [r["train_flops_vs_dense"] for r in again["edst-channel"]] == \
         [r["train_flops"] / d["train_flops"] for r, d in zip(again["edst-channel"], first["dense"])]
+
+
+def test_structure_channel_settings_apply_where_they_act():
+    """benchmarks/structure.py's full-run configs: channel-EDST and channel-DST train with
+    CHANNEL_UPDATE_INTERVAL (and EDST with CHANNEL_JUMP_FRACTION); static-channel never updates, so
+    it keeps the preset's (unused) interval; the unstructured runs keep every preset setting."""
+    bench = _load("structure")
+    for name, (method, structure) in bench.METHODS.items():
+        cfg, preset = bench._config(name, 0, False, "cpu"), demo.demo_config(method, 0, quick=False, device="cpu")
+        assert cfg.structure == (structure or preset.structure)
+        updates = structure == "channel" and method in ("edst", "dst")
+        assert cfg.update_interval == (bench.CHANNEL_UPDATE_INTERVAL if updates else preset.update_interval), name
+        assert cfg.jump_fraction == (bench.CHANNEL_JUMP_FRACTION if name == "edst-channel" else preset.jump_fraction)
+        assert cfg.prune_fraction == (bench.CHANNEL_PRUNE_FRACTION if structure else preset.prune_fraction)
+    assert bench.CHANNEL_UPDATE_INTERVAL != demo.demo_config("dst", 0, quick=False, device="cpu").update_interval
