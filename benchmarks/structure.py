@@ -10,10 +10,9 @@ model, the dense deep ensemble, the unstructured EDST ensemble, and the EDST and
 with ``structure: channel`` (same presets; only the structure changed, and the prune fraction, see
 ``CHANNEL_PRUNE_FRACTION``, the update interval, ``CHANNEL_UPDATE_INTERVAL``, and EDST's jump,
 ``CHANNEL_JUMP_FRACTION``), plus ``static`` with channel structure (the same slim architecture with
-channels that never move). Evaluates the test split
-(accuracy, NLL, ECE; no OoD, no corruptions), and decides paired claims over the seeds with
-:func:`freetickets.metrics.claims.claim` (mean difference, two-sided 95% Student-t interval,
-verdict). Writes ``OUT/structure.json`` and prints two markdown tables (per method mean ± std;
+channels that never move). Evaluates the test split (accuracy, NLL, ECE; no OoD, no corruptions),
+and decides paired claims over the seeds with :func:`freetickets.metrics.claims.claim` (mean
+difference, two-sided 95% Student-t interval, verdict). Writes ``OUT/structure.json`` and prints two markdown tables (per method mean ± std;
 paired differences; with ``--compare`` a third). Exit status 0 whatever the verdicts: it measures, it does not gate.
 
 ``--distribution`` sets the layer-density distribution of the channel methods only (from which
@@ -21,11 +20,10 @@ paired differences; with ``--compare`` a third). Exit status 0 whatever the verd
 deep and unstructured EDST keep the presets' ERK, so they are the same runs whatever it is).
 Without it the channel runs keep the presets' distribution (today's numbers). Every row records
 the settings it was trained with (:data:`RECORDED`: distribution, prune and jump fraction, update
-interval), and a
-rerun into an ``OUT`` whose rows were trained with other ones is refused rather than mixed. The
-summarising command reuses every row already in ``OUT`` and trains only the missing ones (``--only``
-retrains every method of its seeds): to re-measure after changing a channel constant, delete the
-rows (``seed*/NAME.json``) of the methods it changes and rerun.
+interval), and a rerun into an ``OUT`` whose rows were trained with other ones is refused rather
+than mixed. The summarising command reuses every row already in ``OUT`` and trains only the
+missing ones (``--only`` retrains every method of its seeds): to re-measure after changing a
+channel constant, delete the rows (``seed*/NAME.json``) of the methods it changes and rerun.
 
 ``--compare OTHER/structure.json`` pairs this run with another one of the same seeds, method by
 method (this run − the other, Student-t over the seeds as above): e.g. uniform − ERK channel
