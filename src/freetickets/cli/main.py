@@ -96,7 +96,7 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
                                   "as the released code and RigL); --no-regrow-pruned: it may not")),
     ("--structure", dict(help="dst, edst, static, pf: unstructured (default: free weights, as in the paper) or "
                               "channel (tickets keep whole channels/neurons, i.e. smaller dense networks; "
-                              "consider --prune-fraction 0.1, see docs/algorithms.md)")),
+                              "consider --prune-fraction 0.1 and a long --update-interval, see docs/algorithms.md)")),
     ("--include", dict(nargs="+", metavar="PATTERN",
                        help="also make these parameters sparse (fnmatch on names, >= 2-D), e.g. emb.weight")),
     ("--exclude", dict(nargs="+", metavar="PATTERN",
