@@ -15,10 +15,11 @@ __all__ = ["packed_affine", "packed_conv", "packed_linear", "replicate", "shared
 
 
 def packed_linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """M Linear maps on member-stacked rows: ``x`` (M*B, F), ``weight_t`` (M, F, O), ``bias`` (M, 1, O)."""
+    """M Linear maps on member-stacked rows: ``x`` (M*B, ..., F), ``weight_t`` (M, F, O), ``bias``
+    (M, 1, O) -> (M*B, ..., O); like ``nn.Linear``, over the last dimension of any number of them."""
     m = weight_t.shape[0]
     out = torch.baddbmm(bias, x.reshape(m, -1, x.shape[-1]), weight_t)
-    return out.reshape(-1, out.shape[-1])
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def packed_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
