@@ -15,6 +15,8 @@ import copy
 import torch
 from torch import fx, nn
 
+from freetickets.models._efficient_common import set_submodule
+
 __all__ = ["BlockLinear", "FusedMembers"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -100,8 +102,7 @@ def _fuse_leaves(members: list[fx.GraphModule]) -> fx.GraphModule:
     mods = [dict(m.named_modules()) for m in members]
     for name, mod in list(net.named_modules()):
         if name and not any(True for _ in mod.children()):
-            parent, _, leaf = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, leaf, _fuse_module([mm[name] for mm in mods]))
+            set_submodule(net, name, _fuse_module([mm[name] for mm in mods]))
     return net
 
 

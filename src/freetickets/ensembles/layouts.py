@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from freetickets.models._efficient_common import set_submodule
+
 __all__ = ["CHANNEL_BLOCK", "ChannelsLastConv1d", "channels_last", "class_softmax", "pad_conv_channels", "relu_in_place"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
@@ -154,8 +156,7 @@ def channels_last(module: nn.Module) -> int:
             mod.to(memory_format=torch.channels_last)
             changed += 1
         elif isinstance(mod, nn.Conv1d) and mod.padding_mode == "zeros" and not isinstance(mod.padding, str):
-            parent, _, leaf = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, leaf, ChannelsLastConv1d(mod))
+            set_submodule(module, name, ChannelsLastConv1d(mod))
             changed += 1
     return changed
 

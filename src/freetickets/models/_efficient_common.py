@@ -1,4 +1,5 @@
-"""Helpers shared by the efficient-ensemble model forms (MIMO, BatchEnsemble, MC dropout)."""
+"""Helpers shared by the efficient-ensemble model forms (MIMO, BatchEnsemble, MC dropout); `set_submodule` also
+by the packed forward's layout rewrites (freetickets.ensembles.layouts, fused)."""
 from __future__ import annotations
 
 from torch import nn
