@@ -1,8 +1,9 @@
 """benchmarks/quality.py refuses one seed; benchmarks/sparsity.py end to end at tiny settings;
 benchmarks/compact.py on a tiny trained channel run (its checks, rows and refusals);
-benchmarks/structure.py's channel allocation option and --compare."""
+benchmarks/structure.py's channel allocation option and --compare; benchmarks/ensemble.py --structure channel rows."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -338,3 +339,18 @@ def test_structure_channel_settings_apply_where_they_act():
         assert cfg.jump_fraction == (bench.CHANNEL_JUMP_FRACTION if name == "edst-channel" else preset.jump_fraction)
         assert cfg.prune_fraction == (bench.CHANNEL_PRUNE_FRACTION if structure else preset.prune_fraction)
     assert bench.CHANNEL_UPDATE_INTERVAL != demo.demo_config("dst", 0, quick=False, device="cpu").update_interval
+
+
+@pytest.mark.parametrize("case,routes", [("mlp", ("graph", "graph")), ("cnn1d", ("graph", "folded"))])
+def test_ensemble_channel_table_rows(case, routes, capsys):
+    bench = _load("ensemble")
+    args = argparse.Namespace(cases=[case], members=2, sparsity=0.8, distribution="erk", batches=[1, 9], rounds=1)
+    bench.channel_main(args, torch.device("cpu"))  # benchmarks/ensemble.py --structure channel, tiny
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("case | batch | dense eager ms")
+    rows = [line.split(" | ") for line in lines[1:]]
+    assert [(r[0], r[1], r[4]) for r in rows] == [(case, "1", routes[0]), (case, "9", routes[1])]
+    for r in rows:
+        numbers = [float(r[i]) for i in (2, 3, 5, 6, 8, 9)]
+        assert all(v > 0 for v in numbers)
+        assert 0.3 < float(r[6]) < 1.0  # two members at S = 0.8 cost less than one dense model
