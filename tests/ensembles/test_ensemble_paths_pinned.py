@@ -134,36 +134,24 @@ class _ChannelFlip(nn.Module):
         return self.fc(h.flatten(1))
 
 
-def test_fused_evaluation_error_falls_back_to_vmap_with_one_info_line(caplog):
+@pytest.mark.parametrize("model,batch,starts,ends", [
+    (_FixedView, 5, "Ensemble: fused path unusable (fused evaluation failed: RuntimeError: ", "); trying vmap"),
+    (_ChannelFlip, 4, "Ensemble: fused path unusable (fused output differs from sequential (max ", ")); trying vmap"),
+], ids=["fused-evaluation-error", "fused-output-differs"])
+def test_fused_failure_falls_back_to_vmap_with_one_info_line_naming_why(model, batch, starts, ends, caplog):
     torch.manual_seed(0)
-    models = [_FixedView() for _ in range(3)]
+    models = [model() for _ in range(3)]
     ens = Ensemble(models, batched=True)
     assert ens.path == "fused"
-    x = torch.randn(5, 2, 12)
+    x = torch.randn(batch, 2, 12)
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         out = ens.member_logits(x)
     assert ens.path == "vmap"
     torch.testing.assert_close(out, _reference(models, x), atol=1e-5, rtol=0)
-    msgs = _messages(caplog, logging.INFO)
-    assert len(msgs) == 1
-    assert msgs[0].startswith("Ensemble: fused path unusable (fused evaluation failed: RuntimeError: ")
-    assert msgs[0].endswith("); trying vmap")
-    assert not _messages(caplog, logging.WARNING)
-
-
-def test_fused_output_that_differs_falls_back_to_vmap_naming_the_difference(caplog):
-    torch.manual_seed(0)
-    models = [_ChannelFlip() for _ in range(3)]
-    ens = Ensemble(models, batched=True)
-    assert ens.path == "fused"
-    x = torch.randn(4, 2, 12)
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        out = ens.member_logits(x)
-    assert ens.path == "vmap"
-    torch.testing.assert_close(out, _reference(models, x), atol=1e-5, rtol=0)
     (msg,) = _messages(caplog, logging.INFO)
-    assert msg.startswith("Ensemble: fused path unusable (fused output differs from sequential (max ")
-    assert msg.endswith(")); trying vmap")
+    assert msg.startswith(starts)
+    assert msg.endswith(ends)
+    assert not _messages(caplog, logging.WARNING)
 
 
 def test_when_fused_and_vmap_both_fail_the_first_call_ends_sequential_with_one_warning(caplog):
