@@ -129,9 +129,11 @@ def test_a_residual_partner_outside_the_sparse_set_keeps_the_stream():
 
 
 class _Cat(nn.Module):
-    def __init__(self) -> None:
+    """Linear(3, hidden) -> ReLU -> the activation concatenated with itself -> Linear(2 * hidden, out)."""
+
+    def __init__(self, hidden: int = 4, out: int = 2) -> None:
         super().__init__()
-        self.f, self.g = nn.Linear(3, 4), nn.Linear(8, 2)
+        self.f, self.g = nn.Linear(3, hidden), nn.Linear(2 * hidden, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.f(x))
@@ -247,23 +249,13 @@ class _TwoConsumers(nn.Module):
         return self.g1(h) + self.g2(torch.cat([h, h], 1))
 
 
-class _OneChannel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.f, self.g = nn.Linear(3, 1), nn.Linear(2, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.f(x))
-        return self.g(torch.cat([h, h], 1))
-
-
 def test_each_consumer_gets_its_own_column_map():
     model = _TwoConsumers()
     layers = _summary(model, _weights(model), torch.zeros(2, 3))
     cat = [[0, 4], [1, 5], [2, 6], [3, 7]]
     assert layers["f.weight"]["consumers"] == [(1, IDENT4), (2, cat)]
     assert layers["f.weight"]["outgoing"] == [("g1.weight", IDENT4), ("g2.weight", cat)]
-    model = _OneChannel()  # a single channel feeding two columns
+    model = _Cat(hidden=1)  # a single channel feeding two columns
     assert _summary(model, _weights(model), torch.zeros(2, 3))["f.weight"]["consumers"] == [(1, [[0, 1]])]
 
 
