@@ -255,7 +255,8 @@ def test_packing_rule_for_conv2d_models_uses_grouped_convolutions_then_folded_me
     conv = packed.folded[0].get_submodule("conv1")  # the folded members run on channels-last memory
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert PackedMembers(slims).small_inputs == 4 * 3 * 32 * 32  # default for Conv2d models
-    assert PackedMembers(slims, pack=False).routes() == []
+    unpacked = PackedMembers(slims, pack=False)
+    assert unpacked.routes() == [] and unpacked.route(x) == "sequential"
 
 
 @pytest.mark.parametrize("stride,padding,dilation", [(2, 1, 1), (1, 0, 1), (1, 2, 2)])

@@ -307,8 +307,11 @@ class PackedMembers(nn.Module):
         return [small, "folded"] if self._has_conv else ["graph"]
 
     def route(self, x: torch.Tensor) -> str:
-        """The packing rule (module docstring): the route for inputs ``x``."""
+        """The packing rule (module docstring): the route for inputs ``x``; ``"sequential"`` when the
+        members run one after another (no packed form, or after a fall-back)."""
         routes = self.routes()
+        if not routes:
+            return "sequential"
         return routes[0] if len(routes) == 1 or x.numel() <= self.small_inputs else routes[1]
 
     def _packed(self, x: torch.Tensor, route: str | None = None) -> torch.Tensor:
